@@ -1,0 +1,47 @@
+"""Named starting points. The only place where model sizes are written down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Wan2.1's published architectures (config.json of the released checkpoints).
+_WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)
+_WAN_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+_WAN_COMMON = dict(
+    freq_dim=256, in_dim=16, out_dim=16, patch_size=(1, 2, 2), text_len=512, text_dim=4096, eps=1e-6
+)
+_WAN_VAE = dict(kind="wan", z_dim=16, temporal_compression=4, spatial_compression=8)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Unit tests and the embedded demo: random weights, a tokenizer built locally, seconds on a CPU.
+    "tiny": {
+        "model": dict(
+            dim=64, ffn_dim=128, freq_dim=32, in_dim=4, out_dim=4, num_heads=4, num_layers=2,
+            patch_size=(1, 2, 2), text_len=16, text_dim=32,
+        ),
+        "text_encoder": dict(max_length=16, d_model=32, num_layers=2, num_heads=2, d_ff=64),
+        "vae": dict(
+            kind="wan", z_dim=4, base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+            temporal_compression=4, spatial_compression=8,
+        ),
+        "video": dict(height=32, width=48, num_frames=21, frames_per_chunk=3, fps=8),
+    },
+    "wan2.1-t2v-1.3b": {
+        "model": {**_WAN_COMMON, **_WAN_1_3B},
+        "text_encoder": dict(max_length=512),
+        "vae": dict(_WAN_VAE),
+        "video": dict(height=480, width=832, num_frames=81, frames_per_chunk=3, fps=16),
+        "runtime": dict(dtype="bfloat16"),
+    },
+    "wan2.1-t2v-14b": {
+        "model": {**_WAN_COMMON, **_WAN_14B},
+        "text_encoder": dict(max_length=512),
+        "vae": dict(_WAN_VAE),
+        "video": dict(height=480, width=832, num_frames=81, frames_per_chunk=3, fps=16),
+        "runtime": dict(dtype="bfloat16"),
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)

@@ -1,0 +1,58 @@
+"""3D rotary position embedding exactly as Wan2.1 computes it.
+
+Each head's ``head_dim`` channels form ``c = head_dim/2`` adjacent pairs (2i, 2i+1) treated as complex
+numbers. The pairs are split ``(c - 2(c//3), c//3, c//3)`` between frame, row and column positions; a part
+with ``m`` pairs rotates pair ``j`` by ``pos * theta^(-2j/(2m))``. Angles are computed in float64 (as Wan
+does) and only then rounded, so large global frame indices in long streams stay accurate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    """Pairs given to (frame, row, column) positions for one head."""
+    c = head_dim // 2
+    return (c - 2 * (c // 3), c // 3, c // 3)
+
+
+def _axis_angles(positions: torch.Tensor, num_pairs: int, theta: float) -> torch.Tensor:
+    """[len(positions), num_pairs] rotation angles in float64."""
+    exponents = torch.arange(num_pairs, dtype=torch.float64, device=positions.device) / num_pairs
+    inv_freq = theta ** (-exponents)
+    return torch.outer(positions.to(torch.float64), inv_freq)
+
+
+def rope_angles(
+    frame_start: int,
+    num_frames: int,
+    height: int,
+    width: int,
+    head_dim: int,
+    theta: float = 10000.0,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each [num_frames*height*width, head_dim/2] float32, tokens frame-major then h, w.
+
+    ``frame_start`` is the global index of the first frame: cached generation keeps counting frames
+    across chunks (and past the cache window), so a chunk's keys are rotated as in the full sequence.
+    """
+    ct, ch, cw = rope_split(head_dim)
+    f = torch.arange(frame_start, frame_start + num_frames, device=device)
+    h = torch.arange(height, device=device)
+    w = torch.arange(width, device=device)
+    at = _axis_angles(f, ct, theta)[:, None, None, :].expand(num_frames, height, width, ct)
+    ah = _axis_angles(h, ch, theta)[None, :, None, :].expand(num_frames, height, width, ch)
+    aw = _axis_angles(w, cw, theta)[None, None, :, :].expand(num_frames, height, width, cw)
+    angles = torch.cat([at, ah, aw], dim=-1).reshape(num_frames * height * width, ct + ch + cw)
+    return torch.cos(angles).float(), torch.sin(angles).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by angles [L, head_dim/2]."""
+    xf = x.float()
+    x1, x2 = xf[..., 0::2], xf[..., 1::2]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    out = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+    return out.to(x.dtype)
