@@ -70,7 +70,8 @@ def euler_sample(
         flow = denoise(x, tt)
         if uncond_denoise is not None and guidance_scale != 1.0:
             flow = cfg_flow(flow, uncond_denoise(x, tt), guidance_scale)
-        x = (x.float() + (sigmas[i + 1] - sigmas[i]) * flow.float()).to(x.dtype)
+        ct = torch.promote_types(x.dtype, torch.float32)
+        x = (x.to(ct) + (sigmas[i + 1] - sigmas[i]) * flow.to(ct)).to(x.dtype)
     if record_trajectory:
         trajectory.append((0.0, x.clone()))
     return EulerResult(sample=x, trajectory=trajectory)

@@ -19,6 +19,11 @@ def _expand(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """At least float32 (bf16 latents), float64 kept for exact tests."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class FlowMatchSchedule:
     """Shifted flow-matching schedule: sigma' = s sigma / (1 + (s - 1) sigma)."""
 
@@ -66,12 +71,14 @@ class FlowMatchSchedule:
         return (1 - sigma) * x0 + sigma * noise
 
     def x0_from_flow(self, x_t: torch.Tensor, flow: torch.Tensor, t) -> torch.Tensor:
-        sigma = self.sigma(_expand(t, x_t)).to(torch.float32)
-        return (x_t.float() - sigma * flow.float()).to(x_t.dtype)
+        ct = _compute_dtype(x_t)
+        sigma = self.sigma(_expand(t, x_t)).to(ct)
+        return (x_t.to(ct) - sigma * flow.to(ct)).to(x_t.dtype)
 
     def flow_from_x0(self, x_t: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
-        sigma = self.sigma(_expand(t, x_t)).to(torch.float32)
-        return ((x_t.float() - x0.float()) / sigma).to(x_t.dtype)
+        ct = _compute_dtype(x_t)
+        sigma = self.sigma(_expand(t, x_t)).to(ct)
+        return ((x_t.to(ct) - x0.to(ct)) / sigma).to(x_t.dtype)
 
     @staticmethod
     def flow_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny configs and models built deterministically on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfforcing.config import load_config
+from selfforcing.models import WanDiT
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def tiny_config():
+    return load_config("tiny")
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> WanDiT:
+    torch.manual_seed(0)
+    return WanDiT(tiny_config.model).double().eval()
