@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: the tiny preset, streamed to ``OUT/demo.mp4``."""
     ns = argparse.Namespace(
         preset="tiny", config=None, overrides=[], checkpoint=None, which="generator_ema", device="cpu",
-        prompt=["a red square moving left"], num_frames=None, seed=7,
+        prompt=["a red square moving left"], num_frames=81, seed=7,
         out=Path(args.out) / "demo.mp4", window_frames=None, sink_frames=None, quiet=False,
     )
     return cmd_generate(ns)
