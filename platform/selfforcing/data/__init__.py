@@ -1,0 +1,1 @@
+"""Datasets: Parquet schemas and readers/writers (``parquet``) and the synthetic toy world (``toyworld``)."""

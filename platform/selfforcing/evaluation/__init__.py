@@ -1,0 +1,28 @@
+"""Quality metrics for generated videos: the toy world's fit-based measures, per chunk, and Fréchet distances."""
+
+from .agreement import Agreement, as_scenes, caption_agreement
+from .chunks import by_chunk
+from .fitting import FrameFit, fit_frames
+from .frechet import agreement_features, chunk_features, frechet_by_chunk, frechet_distance
+from .metrics import VideoAnalysis, analyse_videos, evaluate_videos
+from .trajectory import TrajectoryFit, displacements, fit_trajectory, wrap
+
+__all__ = [
+    "Agreement",
+    "FrameFit",
+    "TrajectoryFit",
+    "VideoAnalysis",
+    "agreement_features",
+    "analyse_videos",
+    "as_scenes",
+    "by_chunk",
+    "caption_agreement",
+    "chunk_features",
+    "displacements",
+    "evaluate_videos",
+    "fit_frames",
+    "fit_trajectory",
+    "frechet_by_chunk",
+    "frechet_distance",
+    "wrap",
+]
