@@ -86,7 +86,7 @@ def test_toyworld_latents_and_prompts_datasets(tmp_path):
     lat = parquet.read_latents(write_toyworld_dataset(tmp_path / "l.parquet", 5, config, 1, kind="latents"))
     videos, _ = read_toyworld_videos(write_toyworld_dataset(tmp_path / "v.parquet", 5, config, 1), config)
     z = lat.stack()
-    assert z.shape == (5, 12, 12, 16, 16)
+    assert z.shape == (5, 12, 12, 10, 10)
     assert np.array_equal(PixelUnshuffleLatents(2).decode_uint8(z), videos)
     prompts = parquet.read_prompts(write_toyworld_dataset(tmp_path / "p.parquet", 5, config, 1, kind="prompts"))
     assert prompts.prompts == lat.prompts and set(prompts.extra) >= {"colour", "direction", "start_row"}

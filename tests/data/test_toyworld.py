@@ -24,10 +24,11 @@ from selfforcing.data.toyworld import (
 
 def test_default_world_numbers():
     c = ToyWorldConfig()
-    assert c.grid == (8, 8)
-    assert c.latent_frame_shape == (12, 16, 16)
+    assert (c.height, c.width) == (20, 20)
+    assert c.grid == (5, 5)
+    assert c.latent_frame_shape == (12, 10, 10)
     assert c.patch_size == (1, 2, 2)
-    assert c.tokens_per_frame == 64
+    assert c.tokens_per_frame == 25
     assert (c.num_frames, c.frames_per_chunk, c.eval_num_frames) == (12, 3, 36)
 
 
@@ -35,14 +36,14 @@ def test_rendering_is_deterministic_for_a_seed():
     a = render(sample_scenes(16, np.random.default_rng(7)), 12)
     b = render(sample_scenes(16, np.random.default_rng(7)), 12)
     c = render(sample_scenes(16, np.random.default_rng(8)), 12)
-    assert a.shape == (16, 12, 32, 32, 3) and a.dtype == np.uint8
+    assert a.shape == (16, 12, 20, 20, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
 
 
 @pytest.mark.parametrize(
     "config",
-    [ToyWorldConfig(), ToyWorldConfig(width=48, object_cells=2, shapes=["square", "cross", "ring"])],
+    [ToyWorldConfig(), ToyWorldConfig(height=32, width=48, object_cells=2, shapes=["square", "cross", "ring"])],
     ids=["default", "wide-big-shapes"],
 )
 def test_each_frame_is_the_previous_one_shifted_by_whole_cells_on_a_torus(config):
@@ -62,8 +63,8 @@ def test_trajectories_wrap_and_start_at_the_start_cell():
     scenes = sample_scenes(64, 3)
     pos = trajectories(scenes, 40)
     assert np.array_equal(pos[:, 0], scenes.start)
-    assert pos.min() >= 0 and pos.max() < 8
-    assert np.array_equal(pos[:, 8], (scenes.start + 8 * scenes.velocity()) % 8)
+    assert pos.min() >= 0 and pos.max() < 5
+    assert np.array_equal(pos[:, 7], (scenes.start + 7 * scenes.velocity()) % 5)
 
 
 def test_captions_name_the_scene_and_parse_back():
@@ -92,7 +93,8 @@ def test_bad_captions_say_what_is_wrong():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (dict(speeds={"slowly": 1, "quickly": 4}), "opposite directions identical"),
+        (dict(height=32, width=32, speeds={"slowly": 1, "quickly": 4}), "opposite directions identical"),
+        (dict(speeds={"slowly": 1, "quickly": 4}), "look the same"),
         (dict(height=30), "multiple of cell_size"),
         (dict(shapes=["blob"]), "valid shapes are"),
         (dict(colours={"red": (255, 0, 0), "left": (0, 255, 0)}), "appear in two categories"),
@@ -108,7 +110,7 @@ def test_latent_map_round_trips_exactly():
     codec = PixelUnshuffleLatents(factor=2)
     videos = render(sample_scenes(8, 0), 12)
     z = codec.encode(videos)
-    assert z.shape == (8, 12, 12, 16, 16) and z.dtype == torch.float32
+    assert z.shape == (8, 12, 12, 10, 10) and z.dtype == torch.float32
     assert codec.latent_channels == 12
     assert np.array_equal(codec.decode_uint8(z), videos)
     x = torch.from_numpy(videos).float() / 127.5 - 1
@@ -125,12 +127,12 @@ def test_one_latent_token_is_one_cell():
     videos = render(scenes, 4)
     z = PixelUnshuffleLatents(config.latent_factor).encode(videos)  # [N, T, C, 16, 16]
     bg = PixelUnshuffleLatents(config.latent_factor).encode(
-        np.full((1, 1, 32, 32, 3), config.background, dtype=np.uint8)
+        np.full((1, 1, config.height, config.width, 3), config.background, dtype=np.uint8)
     )
     _, p, q = config.patch_size
     n, t, c, h, w = z.shape
-    tokens = (z - bg).abs().reshape(n, t, c, h // p, p, w // q, q).amax(dim=(2, 4, 6)) > 0  # [N, T, 8, 8]
+    tokens = (z - bg).abs().reshape(n, t, c, h // p, p, w // q, q).amax(dim=(2, 4, 6)) > 0  # [N, T, 5, 5]
     pos = trajectories(scenes, 4)
-    expected = np.zeros((n, t, 8, 8), dtype=bool)
+    expected = np.zeros((n, t, *config.grid), dtype=bool)
     expected[np.arange(n)[:, None], np.arange(t)[None, :], pos[..., 0], pos[..., 1]] = True
     assert np.array_equal(tokens.numpy(), expected)

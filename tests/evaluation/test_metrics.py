@@ -57,7 +57,7 @@ def results(world):
 
 
 def test_fit_recovers_every_parameter_of_real_frames():
-    config = ToyWorldConfig(width=48, object_cells=2, shapes=["square", "cross", "ring"])
+    config = ToyWorldConfig(height=32, width=48, object_cells=2, shapes=["square", "cross", "ring"])
     scenes = sample_scenes(40, 4, config)
     fit = fit_frames(render(scenes, 5), config)
     assert np.array_equal(fit.colour, np.repeat(scenes.colour[:, None], 5, 1))
@@ -149,7 +149,7 @@ def test_uint8_and_float_inputs_agree(world):
 
 
 def test_bad_inputs_are_named(world):
-    with pytest.raises(ValueError, match=r"must have shape \[N, T, 32, 32, 3\]"):
+    with pytest.raises(ValueError, match=r"must have shape \[N, T, 20, 20, 3\]"):
         evaluate_videos(world["real"][:, :, :16], world["scenes"], F)
     with pytest.raises(ValueError, match=r"must be in \[-1, 1\]"):
         evaluate_videos(world["real"].astype(np.float32), world["scenes"], F)

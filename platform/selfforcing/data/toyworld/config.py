@@ -2,10 +2,11 @@
 
 Default world (every number derives from the fields below):
 
-- Frames are 32x32 RGB on a grey background. The image is a torus of 8x8 **cells** of 4x4 pixels.
-- The latent map is an exact 2x pixel-unshuffle: a frame becomes a 12x16x16 latent (3 * 2 * 2 channels).
+- Frames are 20x20 RGB on a grey background (the ``toy`` preset's video size). The image is a torus of
+  5x5 **cells** of 4x4 pixels.
+- The latent map is an exact 2x pixel-unshuffle: a frame becomes a 12x10x10 latent (3 * 2 * 2 channels).
   With the DiT's patch (1, 2, 2) one token covers 2x2 latent pixels = 4x4 image pixels = **one cell**,
-  so a frame is 64 tokens and an object of one cell is exactly one token.
+  so a frame is 25 tokens and an object of one cell is exactly one token.
 - One object (6 colours, 1 shape by default) moves 1 ("slowly") or 2 ("quickly") cells per frame in one of
   4 directions and wraps around the edges. Every move is a whole-token shift of the token grid, so the
   motion a model has to learn is a permutation of tokens, not a sub-pixel resampling.
@@ -50,8 +51,8 @@ DEFAULT_COLOURS: dict[str, tuple[int, int, int]] = {
 class ToyWorldConfig(StrictModel):
     """A synthetic captioned video world that a toy-size DiT can learn on a CPU in minutes."""
 
-    height: int = Field(32, gt=0, description="frame height in pixels (a multiple of cell_size)")
-    width: int = Field(32, gt=0, description="frame width in pixels (a multiple of cell_size)")
+    height: int = Field(20, gt=0, description="frame height in pixels (a multiple of cell_size)")
+    width: int = Field(20, gt=0, description="frame width in pixels (a multiple of cell_size)")
     cell_size: int = Field(
         4, gt=0, description="pixels per grid cell side; latent_factor * DiT patch (2 * 2) = one token"
     )
