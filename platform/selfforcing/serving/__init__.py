@@ -1,0 +1,7 @@
+"""Ray Serve application: OpenAI-compatible video jobs and live streams from autoregressive generators.
+
+Layout: ``validation`` (request -> spec), ``jobs`` (job store), ``encoders`` (ndjson / mjpeg / fMP4),
+``runner`` (generator and text-encoder runners), ``sessions`` (stream and job consumption),
+``model_source`` (registry / checkpoint / preset) are plain Python; ``deployments``, ``ingress`` and
+``app`` (the typed builder ``build_app`` that ``serve/config.yaml`` imports) are the Serve edge.
+"""

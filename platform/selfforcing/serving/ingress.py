@@ -1,0 +1,229 @@
+"""The HTTP ingress: OpenAI-compatible video jobs, our live-stream extension, models and health.
+
+Routes are thin: authenticate, validate (``RequestValidator``), then hand over to the text-encoder and
+generator deployments (handles) and the job store. Every error leaves as OpenAI's error envelope.
+"""
+
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .deployments import JobStoreClient
+from .encoders import make_encoder
+from .errors import APIError, error_body, invalid, overloaded
+from .httputil import check_bearer, parse_body
+from .schemas import (
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    VideoCreateRequest,
+    VideoDeleted,
+    VideoList,
+    VideoObject,
+    VideoStreamRequest,
+)
+from .sessions import run_video_job, stream_bytes
+from .validation import Limits, ModelInfo, RequestValidator
+
+log = logging.getLogger("ray.serve")
+
+
+@dataclass
+class IngressSettings:
+    """Limits and policies of the HTTP front door."""
+
+    limits: Limits = field(default_factory=Limits)
+    request_timeout_s: float = 300.0  # per request: streams and jobs stop past it
+    retry_after_s: float = 2.0  # the Retry-After of 503 answers
+    api_key: str | None = None  # bearer token required on /v1 when set ...
+    api_key_env: str = "SELFFORCING_API_KEY"  # ... or when this variable is set in the replica
+
+
+def _body_schema(model: type) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema}, "multipart/form-data": {"schema": schema}}}}
+
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
+
+app = FastAPI(
+    title="Self Forcing video API",
+    version="1",
+    description="OpenAI-compatible video generation (POST /v1/videos ...) and live streaming "
+    "(POST /v1/videos/stream) from an autoregressive video diffusion model.",
+)
+
+
+@app.exception_handler(APIError)
+async def _api_error(request: Request, err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+    first = err.errors()[0]
+    param = ".".join(str(p) for p in first["loc"][1:]) or None
+    return JSONResponse(error_body(f"Invalid value for {param!r}: {first['msg']}.", "invalid_request_error",
+                                   param, "invalid_value"), status_code=400)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    code = "not_found" if err.status_code == 404 else None
+    return JSONResponse(error_body(str(err.detail), "invalid_request_error", None, code),
+                        status_code=err.status_code)
+
+
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return JSONResponse(error_body(f"internal error: {type(err).__name__}: {err}", "server_error"),
+                        status_code=500)
+
+
+def _is_overload(exc: BaseException) -> bool:
+    return isinstance(exc, BackPressureError) or "BackPressureError" in type(exc).__name__
+
+
+@serve.deployment(name="VideoAPI", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100)
+@serve.ingress(app)
+class VideoAPI:
+    """Ingress replica: holds handles to the text encoder, the generators and the job store."""
+
+    def __init__(self, text_encoder, generator, job_store, settings: IngressSettings) -> None:
+        self.text_encoder = text_encoder
+        self.generator = generator
+        self.jobs = JobStoreClient(job_store)
+        self.settings = settings
+        self.api_key = settings.api_key or os.environ.get(settings.api_key_env) or None
+        self._validator: RequestValidator | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    async def _authorized_validator(self, request: Request) -> RequestValidator:
+        check_bearer(request.headers.get("authorization"), self.api_key)
+        if self._validator is None:
+            info = ModelInfo.model_validate(await self.generator.info.remote())
+            self._validator = RequestValidator(info, self.settings.limits)
+        return self._validator
+
+    async def _spec(self, request: Request, stream: bool):
+        validator = await self._authorized_validator(request)
+        body = parse_body(request.headers.get("content-type"), await request.body())
+        return validator.validate(body, stream=stream)
+
+    async def _open_stream(self, spec: dict[str, Any]):
+        """Text embedding, then a streaming call to a generator replica (raises BackPressureError)."""
+        text = await self.text_encoder.encode.remote(spec["prompt"])
+        return self.generator.options(stream=True).stream.remote(spec, text)
+
+    # -- health and models -----------------------------------------------------------------------------
+    @app.get("/healthz", summary="Liveness and the served model")
+    async def healthz(self) -> dict[str, Any]:
+        info = await self.generator.info.remote()
+        return {"status": "ok", "model": info["id"], "jobs": await self.jobs.stats()}
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, summary="The served model")
+    async def list_models(self, request: Request) -> ModelList:
+        return ModelList(data=[self._card(await self._authorized_validator(request))])
+
+    @app.get("/v1/models/{model_id}", response_model=ModelCard, responses=_ERRORS)
+    async def get_model(self, model_id: str, request: Request) -> ModelCard:
+        card = self._card(await self._authorized_validator(request))
+        if model_id != card.id:
+            raise APIError(404, f"model {model_id!r} not found; served: {card.id!r}", param="model",
+                           code="model_not_found")
+        return card
+
+    def _card(self, v: RequestValidator) -> ModelCard:
+        i = v.info
+        return ModelCard(
+            id=i.id, created=i.created, source=i.source, registry=i.registry, preset=i.preset, size=i.size,
+            fps=i.fps, frames_per_chunk=i.frames_per_chunk, pixel_frames_per_chunk=i.pixel_frames_per_chunk,
+            default_num_frames=min(i.default_num_frames, v.max_num_frames), max_num_frames=v.max_num_frames,
+            valid_num_frames=i.valid_num_frames(v.max_num_frames),
+        )
+
+    # -- OpenAI video jobs -----------------------------------------------------------------------------
+    @app.post("/v1/videos", response_model=VideoObject, responses=_ERRORS, summary="Create a video job",
+              openapi_extra=_body_schema(VideoCreateRequest))
+    async def create_video(self, request: Request) -> JSONResponse:
+        spec = await self._spec(request, stream=False)
+        video = await self.jobs.create(spec.to_dict())
+        deadline = time.perf_counter() + self.settings.request_timeout_s
+        task = asyncio.create_task(run_video_job(
+            video["id"], spec.to_dict(), lambda: self._open_stream(spec.to_dict()), self.jobs, deadline,
+            self.settings.retry_after_s, _is_overload,
+        ))
+        self._tasks.add(task)  # keep a reference: the loop holds tasks only weakly
+        task.add_done_callback(self._tasks.discard)
+        return JSONResponse(video, headers={"openai-poll-after-ms": "250"})
+
+    @app.get("/v1/videos", response_model=VideoList, responses=_ERRORS, summary="List video jobs")
+    async def list_videos(self, request: Request, after: str | None = None, limit: int = 20,
+                          order: str = "desc") -> dict[str, Any]:
+        await self._authorized_validator(request)
+        return await self.jobs.list(after, limit, order)
+
+    @app.get("/v1/videos/{video_id}", response_model=VideoObject, responses=_ERRORS)
+    async def retrieve_video(self, video_id: str, request: Request) -> JSONResponse:
+        await self._authorized_validator(request)
+        video = await self.jobs.get(video_id)
+        poll = {"openai-poll-after-ms": "250"} if video["status"] in ("queued", "in_progress") else {}
+        return JSONResponse(video, headers=poll)
+
+    @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=_ERRORS)
+    async def delete_video(self, video_id: str, request: Request) -> dict[str, Any]:
+        await self._authorized_validator(request)
+        return await self.jobs.delete(video_id)
+
+    @app.get("/v1/videos/{video_id}/content", responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}},
+             response_class=Response, summary="Download the MP4")
+    async def video_content(self, video_id: str, request: Request, variant: str = "video") -> Response:
+        await self._authorized_validator(request)
+        if variant != "video":
+            raise invalid(f"variant {variant!r} is not available; available: ['video'].", "variant")
+        content = await self.jobs.content(video_id)
+        return Response(content, media_type="video/mp4",
+                        headers={"Content-Disposition": f'attachment; filename="{video_id}.mp4"'})
+
+    # -- live streaming (our extension) ----------------------------------------------------------------
+    @app.post("/v1/videos/stream", responses={**_ERRORS, 200: {"content": {
+        "application/x-ndjson": {}, "multipart/x-mixed-replace": {}, "video/mp4": {}}}},
+        response_class=StreamingResponse, summary="Generate and stream a video while it is generated",
+        openapi_extra=_body_schema(VideoStreamRequest))
+    async def stream_video(self, request: Request) -> StreamingResponse:
+        started = time.perf_counter()
+        spec = await self._spec(request, stream=True)
+        deadline = started + self.settings.request_timeout_s
+        chunks = await self._open_stream(spec.to_dict())
+        try:
+            # Wait for the first chunk before answering 200: a full cluster is then a clean 503.
+            first = await asyncio.wait_for(anext(chunks), timeout=self.settings.request_timeout_s)
+        except Exception as exc:
+            chunks.cancel()
+            if _is_overload(exc):
+                raise overloaded("All generator replicas and their queues are full; retry later.",
+                                 self.settings.retry_after_s) from None
+            if isinstance(exc, asyncio.TimeoutError):
+                raise APIError(504, "no chunk within the per-request time limit", "server_error",
+                               code="timeout") from None
+            raise
+        encoder = make_encoder(spec.format or "ndjson", spec.fps)
+        header = {"model": spec.model, "num_frames": spec.num_frames, "seconds": spec.seconds,
+                  "size": spec.size, "fps": spec.fps, "seed": spec.seed, "prompt": spec.prompt}
+        body = stream_bytes(first, chunks, encoder, header, started, deadline, chunks.cancel)
+        return StreamingResponse(body, media_type=encoder.media_type, headers={
+            "Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Video-Seed": str(spec.seed)})

@@ -1,0 +1,107 @@
+"""The generator and text-encoder runners: plain classes that Serve replicas wrap.
+
+The text encoder lives in its own deployment (one large UMT5 shared by many generator replicas), so the
+generator runner builds a ``VideoPipeline`` without one and takes precomputed embeddings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..inference.pipeline import VideoPipeline
+from .model_source import LoadedSource
+from .validation import ModelInfo
+
+
+class Cancelled(Exception):
+    """Generation stopped because the client went away."""
+
+
+class GenerationTimeout(Exception):
+    """Generation exceeded the per-request time limit."""
+
+
+def build_generator_pipeline(loaded: LoadedSource, device: str | None = None) -> VideoPipeline:
+    """DiT + VAE from the source, no text encoder (``stream(text_embeddings=...)`` supplies the text)."""
+    from ..models.factory import DTYPES, build_dit, load_dit, resolve_device
+    from ..models.vae import build_vae
+
+    config = loaded.config
+    dev = resolve_device(device or config.runtime.device)
+    if loaded.checkpoint is not None:
+        model = load_dit(config, loaded.checkpoint, loaded.which, dev)
+    else:
+        model = build_dit(config, dev)
+    dtype = torch.float32 if dev.type == "cpu" else DTYPES[config.runtime.dtype]
+    vae = build_vae(config.vae, device=dev, dtype=dtype)
+    return VideoPipeline(config, model, None, vae, dev)
+
+
+def model_info(loaded: LoadedSource) -> ModelInfo:
+    cfg = loaded.config
+    return ModelInfo(
+        id=loaded.model_id, source=loaded.source, created=loaded.created, width=cfg.video.width,
+        height=cfg.video.height, fps=cfg.video.fps, default_num_frames=cfg.video.num_frames,
+        frames_per_chunk=cfg.video.frames_per_chunk, temporal_compression=cfg.vae.temporal_compression,
+        preset=cfg.preset, registry=loaded.registry,
+    )
+
+
+class TextEncoderRunner:
+    """Prompts -> embeddings float32 [B, text_len, text_dim] as numpy (cheap to ship between replicas)."""
+
+    def __init__(self, loaded: LoadedSource, device: str | None = None) -> None:
+        from ..models.factory import resolve_device
+        from ..models.text_encoder import TextEncoder
+
+        dev = resolve_device(device or loaded.config.runtime.device)
+        self.encoder = TextEncoder.from_config(loaded.config.text_encoder, device=dev, dtype=torch.float32)
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(prompts)).float().cpu().numpy()
+
+
+class GeneratorRunner:
+    """Runs one video at a time chunk by chunk, stoppable between chunks (client gone, time limit)."""
+
+    def __init__(self, pipeline: VideoPipeline, info: ModelInfo, timeout_s: float = 300.0) -> None:
+        self.pipeline = pipeline
+        self.info = info
+        self.timeout_s = timeout_s
+
+    def chunks(
+        self, spec: dict[str, Any], text: np.ndarray, stop: threading.Event | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield one dict per chunk: frames uint8 [n, H, W, 3] + index, frame_start, timings.
+
+        ``text`` [1, L, D] comes from the text-encoder deployment. Raises ``Cancelled`` when ``stop``
+        is set and ``GenerationTimeout`` past ``timeout_s`` (checked between chunks: a chunk is the unit
+        of work that cannot be interrupted).
+        """
+        geo = self.pipeline.geometry(spec["num_frames"])
+        start = time.perf_counter()
+        embeddings = torch.from_numpy(np.asarray(text, dtype=np.float32))
+        stream = self.pipeline.stream(spec["prompt"], spec["num_frames"], spec["seed"],
+                                      text_embeddings=embeddings)
+        try:
+            for chunk in stream:
+                if stop is not None and stop.is_set():
+                    raise Cancelled("client disconnected")
+                yield {
+                    "index": chunk.index, "num_chunks": geo.num_chunks, "frame_start": chunk.frame_start,
+                    "frames": chunk.frames[0], "seconds": round(chunk.seconds, 4),
+                    "elapsed": round(chunk.elapsed, 4),
+                }
+                if time.perf_counter() - start > self.timeout_s:
+                    raise GenerationTimeout(
+                        f"generation exceeded the per-request limit of {self.timeout_s:g} s "
+                        f"after chunk {chunk.index + 1}/{geo.num_chunks}"
+                    )
+        finally:
+            stream.close()
