@@ -40,6 +40,14 @@ class NoiseSource:
         samples = [torch.randn(tuple(shape), generator=g) for g in self.generators]
         return torch.stack(samples).to(device=device, dtype=dtype)
 
+    @classmethod
+    def from_generators(cls, generators: Sequence[torch.Generator]) -> NoiseSource:
+        """A source over existing per-stream generators (streams batched together keep their noise)."""
+        out = cls([])
+        out.seeds = [g.initial_seed() for g in generators]
+        out.generators = list(generators)
+        return out
+
     def select(self, indices: Sequence[int]) -> NoiseSource:
         """A source over a subset of the samples (sharing their generator state)."""
         out = NoiseSource([])
@@ -53,7 +61,7 @@ class ChunkOutput:
     """One generated chunk. ``latents`` [B, k, C, h, w] carry gradient only on training chunks."""
 
     index: int
-    start_frame: int
+    start_frame: int | list[int]  # a list when batched streams sit at different frames
     latents: torch.Tensor
     exit_step: int
     # The exit step denoised from timestep ``t_from`` (its input) towards ``t_to`` (the next step or 0).
@@ -130,8 +138,10 @@ def rollout(
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
 
-    frame = cache.frames_written
+    frame = cache.next_frames()
     if initial_latents is not None:
+        if not isinstance(frame, int):
+            raise ValueError("initial_latents need all cache rows at the same frame")
         given = initial_latents.to(device=device, dtype=dtype)
         for i, a in enumerate(range(0, given.shape[1], k)):
             piece = given[:, a : a + k]
@@ -153,4 +163,4 @@ def rollout(
         t_to = steps[exit_steps[i] + 1] if exit_steps[i] + 1 < len(steps) else 0.0
         write_context(model, x0, text, cache, frame, config.context_noise, noise, schedule)
         yield ChunkOutput(i, frame, x0, exit_steps[i], float(steps[exit_steps[i]]), float(t_to))
-        frame += k
+        frame = frame + k if isinstance(frame, int) else [f + k for f in frame]

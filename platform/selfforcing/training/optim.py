@@ -1,0 +1,72 @@
+"""AdamW with the release's settings and a guarded step: clip, and skip (and count) non-finite steps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def build_adamw(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        list(params), lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay, eps=config.eps
+    )
+
+
+@dataclass
+class StepOutcome:
+    """Whether the optimiser stepped, the pre-clip gradient norm, and why a step was skipped."""
+
+    applied: bool
+    grad_norm: float
+    reason: str = ""
+
+
+class GuardedOptimizer:
+    """One role's optimiser. A step whose loss or gradients are non-finite is skipped (gradients are
+    dropped, weights and optimiser state untouched) and counted in ``skipped``, so one bad batch cannot
+    poison the weights of a long run."""
+
+    def __init__(self, params: Iterable[nn.Parameter], config: OptimConfig) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("GuardedOptimizer got no trainable parameters")
+        self.config = config
+        self.optimizer = build_adamw(self.params, config)
+        self.skipped = 0
+        self.applied = 0
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, loss: torch.Tensor | float | None = None) -> StepOutcome:
+        """Clip and step on the gradients accumulated since ``zero_grad``, unless something is non-finite."""
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            return self._skip("non-finite loss")
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return self._skip("no gradient")
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if not torch.isfinite(norm):
+            return self._skip("non-finite gradient")
+        self.optimizer.step()
+        self.zero_grad()
+        self.applied += 1
+        return StepOutcome(True, float(norm))
+
+    def _skip(self, reason: str) -> StepOutcome:
+        self.zero_grad()
+        self.skipped += 1
+        return StepOutcome(False, float("nan"), reason)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "skipped": self.skipped, "applied": self.applied}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.skipped, self.applied = state["skipped"], state["applied"]
