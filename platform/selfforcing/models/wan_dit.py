@@ -269,11 +269,14 @@ class WanDiT(nn.Module):
         sink_frames: int = 0,
         kv_cache: KVCache | None = None,
         start_frame: int = 0,
-    ) -> torch.Tensor:
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Flow prediction [B, F, C, H, W] for latents [B, F, C, H, W] at raw timesteps [B, F] (0..1000).
 
         ``text`` [B, L, text_dim] is zero-padded to ``text_len``; with a ``kv_cache`` its projected
         keys/values are computed once per prompt (detected by tensor identity) and reused.
+        ``return_features=True`` also returns the last block's hidden states [B, F*T, dim] (float32),
+        which a GAN discriminator head classifies.
         """
         b, frames = latents.shape[:2]
         backend = self._backend()
@@ -309,8 +312,8 @@ class WanDiT(nn.Module):
                 x = block(x, *args)
         if step is not None:
             kv_cache.commit(step)
-        out = self._unpatchify(self.head(x, e), grid)
-        return out.to(latents.dtype)
+        out = self._unpatchify(self.head(x, e), grid).to(latents.dtype)
+        return (out, x) if return_features else out
 
     def _cached_attention(self, cache: KVCache, step: CacheStep, text: torch.Tensor, backend: str):
         """Per-layer attention closures for the incremental path.
