@@ -169,15 +169,19 @@ def resolve_model(
                 f"cannot resolve {text} in {tracking}: {exc}. Registered models: {known}"
             ) from exc
         version, run_id = str(mv.version), mv.run_id
-        target = cache / _safe(name) / f"v{version}"
+        # The version's artifact location, so no global registry URI is involved in the download.
+        download_uri = client.get_model_version_download_uri(name, version)
+        # The run id makes the key unique across stores (same name and version in another registry).
+        target = cache / _safe(name) / f"v{version}-{run_id or 'norun'}"
     elif text.startswith("runs:/"):
+        download_uri = text
         target = cache / "runs" / _safe(text[len("runs:/"):])
     else:
         raise ValueError(f"model URI {text!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
     done = target / ".complete"
     if not done.exists():
         partial = Path(tempfile.mkdtemp(prefix=".download-", dir=_mkdir(target.parent)))
-        mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(partial), tracking_uri=tracking)
+        mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=str(partial), tracking_uri=tracking)
         try:
             shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)  # atomic: concurrent replicas never see half a download
