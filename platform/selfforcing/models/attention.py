@@ -14,17 +14,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+AttentionFn = Callable[..., torch.Tensor]
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
     return out.transpose(1, 2)
 
 
-def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     from flash_attn import flash_attn_func  # optional GPU extra
 
+    if mask is not None:
+        raise ValueError("the flash backend takes no mask; attention() routes masked calls to SDPA")
     return flash_attn_func(q, k, v)
 
 
@@ -47,11 +51,17 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return name
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
-    """Softmax attention. q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]; no mask, no dropout."""
-    if backend == "flash" and q.dtype not in (torch.float16, torch.bfloat16):
-        backend = "sdpa"  # flash-attn has no fp32 kernel; keep fp32 runs exact
-    return ATTENTION_BACKENDS[backend](q, k, v)
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sdpa", mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention. q [B, Lq, H, D], k/v [B, Lk, H, D] -> [B, Lq, H, D]; no dropout.
+
+    ``mask`` (bool, broadcastable to [B, H, Lq, Lk], True = attend) is only used when rows of a
+    batch see different numbers of keys (streams at different positions); it forces SDPA.
+    """
+    if mask is not None or (backend == "flash" and q.dtype not in (torch.float16, torch.bfloat16)):
+        backend = "sdpa"  # flash-attn has neither masks nor an fp32 kernel
+    return ATTENTION_BACKENDS[backend](q, k, v, mask)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ a prefix of the buffer. All index arithmetic happens once per model call on Pyth
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,12 +21,9 @@ _MIN_GROWTH_FRAMES = 8
 
 
 @dataclass(frozen=True)
-class CacheStep:
-    """Index plan of one model call over frames [start_frame, end_frame), shared by every layer."""
+class RowPlan:
+    """Where one row's chunk goes and what it may see, in buffer tokens."""
 
-    start_frame: int
-    end_frame: int
-    tokens_per_frame: int
     # (first token of the chunk, last+1, first slot token, last+1): contiguous runs to copy.
     write_runs: tuple[tuple[int, int, int, int], ...]
     # Slot token ranges of frames visible to this chunk that precede it (for the gradient path).
@@ -33,13 +32,49 @@ class CacheStep:
     visible_tokens: int
 
 
+@dataclass(frozen=True)
+class CacheStep:
+    """Index plan of one model call, shared by every layer.
+
+    ``shared`` means every row starts at the same frame (one generation, or a training batch): then one
+    plan serves all rows and reads/writes are single slices. Otherwise (streams batched together at
+    different positions) each row has its own plan and attention masks the shorter rows' padding.
+    """
+
+    start_frames: tuple[int, ...]
+    num_frames: int
+    tokens_per_frame: int
+    rows: tuple[RowPlan, ...]
+
+    @property
+    def shared(self) -> bool:
+        return len(self.rows) == 1
+
+    @property
+    def start_frame(self) -> int:
+        return self.start_frames[0]
+
+    @property
+    def end_frame(self) -> int:
+        return self.start_frames[0] + self.num_frames
+
+    @property
+    def visible_tokens(self) -> int:
+        return max(r.visible_tokens for r in self.rows)
+
+
 @dataclass
 class KVCache:
-    """Self-attention K/V of earlier frames for each layer, plus each layer's prompt K/V.
+    """Self-attention K/V of earlier frames for each layer and row, plus the prompt's K/V.
 
     Create with ``WanDiT.new_kv_cache``. ``window_frames=None`` keeps every frame (the buffer grows
     geometrically if ``max_frames`` was not given); otherwise it holds ``sink_frames`` permanent frames
     and a ring of the ``window_frames - sink_frames`` most recent ones, so memory is constant.
+
+    Rows are independent streams. Usually all rows advance together; a stream batcher can instead
+    give each row its own position (``begin`` with one start frame per row), retire a row and start a
+    new stream in it (``keep_rows`` / ``add_row``) between chunks. Only the first ``active_rows`` rows
+    take part in a model call.
     """
 
     num_layers: int
@@ -54,7 +89,6 @@ class KVCache:
     k: torch.Tensor | None = field(default=None, repr=False)
     v: torch.Tensor | None = field(default=None, repr=False)
     tokens_per_frame: int | None = None
-    frames_written: int = 0
     text_key: tuple | None = None
     text_kv: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list, repr=False)
 
@@ -62,6 +96,8 @@ class KVCache:
         self.device = torch.device(self.device)
         self.pattern = AttentionPattern(None, self.window_frames, self.sink_frames)
         self.text_kv = [None] * self.num_layers
+        self.row_frames = [0] * self.batch_size  # frames written per row
+        self.active_rows = self.batch_size
 
     # ----------------------------------------------------------------------------- geometry
     @property
@@ -69,8 +105,18 @@ class KVCache:
         return self.window_frames is not None
 
     @property
+    def frames_written(self) -> int:
+        """Frames written so far (all active rows agree, except in a stream batcher)."""
+        return max(self.row_frames[: self.active_rows], default=0)
+
+    @property
     def capacity_frames(self) -> int:
         return 0 if self.k is None else self.k.shape[2] // (self.tokens_per_frame or 1)
+
+    def next_frames(self) -> int | list[int]:
+        """Where each active row continues: one int when the rows agree, else one per row."""
+        rows = self.row_frames[: self.active_rows]
+        return rows[0] if len(set(rows)) <= 1 else list(rows)
 
     def slot(self, frame: int) -> int:
         """Buffer slot (in frames) holding global frame ``frame``."""
@@ -79,7 +125,7 @@ class KVCache:
         ring = self.window_frames - self.sink_frames
         return self.sink_frames + (frame - self.sink_frames) % ring
 
-    def _slot_runs(self, frames: range) -> list[tuple[int, int]]:
+    def _slot_runs(self, frames) -> list[tuple[int, int, int]]:
         """Group consecutive frames into runs of consecutive slots: [(first frame, first slot, n)]."""
         runs: list[list[int]] = []
         for f in frames:
@@ -102,19 +148,11 @@ class KVCache:
             v[:, :, :n] = self.v
         self.k, self.v = k, v
 
-    def begin(self, start_frame: int, num_frames: int, tokens_per_frame: int) -> CacheStep:
-        """Validate a call over frames [start, start+num) and plan its reads and writes."""
-        end = start_frame + num_frames
-        if self.tokens_per_frame is None:
-            self.tokens_per_frame = tokens_per_frame
-        elif tokens_per_frame != self.tokens_per_frame:
+    def _check_row(self, row: int, start: int, num_frames: int) -> None:
+        written = self.row_frames[row]
+        if start < 0 or start > written:
             raise ValueError(
-                f"this cache holds frames of {self.tokens_per_frame} tokens, got {tokens_per_frame} "
-                "(a different resolution needs a new cache)"
-            )
-        if start_frame < 0 or start_frame > self.frames_written:
-            raise ValueError(
-                f"start_frame={start_frame} must be in [0, {self.frames_written}] (frames written so far); "
+                f"start_frame={start} must be in [0, {written}] (frames written so far); "
                 "frames must be generated without gaps"
             )
         if self.is_rolling:
@@ -124,11 +162,42 @@ class KVCache:
                     f"a chunk of {num_frames} frames does not fit the rolling window "
                     f"(window_frames - sink_frames = {recent})"
                 )
-            if end < self.frames_written:
+            if start + num_frames < written:
                 raise ValueError(
-                    f"a rolling cache cannot rewrite frames before the newest ones: end frame {end} < "
-                    f"{self.frames_written} already written"
+                    f"a rolling cache cannot rewrite frames before the newest ones: end frame "
+                    f"{start + num_frames} < {written} already written"
                 )
+
+    def _plan(self, start: int, num_frames: int) -> RowPlan:
+        t = self.tokens_per_frame
+        end = start + num_frames
+        write_runs = tuple(
+            ((f - start) * t, (f - start + n) * t, s * t, (s + n) * t)
+            for f, s, n in self._slot_runs(range(start, end))
+        )
+        context = [f for a, b in self.pattern.visible_ranges(end) for f in range(a, min(b, start))]
+        context_runs = tuple((s * t, (s + n) * t) for _, s, n in self._slot_runs(context))
+        visible = min(end, self.window_frames) if self.is_rolling else end
+        return RowPlan(write_runs, context_runs, visible * t)
+
+    def begin(self, start_frame: int | Sequence[int], num_frames: int, tokens_per_frame: int) -> CacheStep:
+        """Validate a call over frames [start, start+num) of each active row and plan it."""
+        starts = (
+            [start_frame] * self.active_rows if isinstance(start_frame, int) else [int(s) for s in start_frame]
+        )
+        if len(starts) != self.active_rows:
+            raise ValueError(f"got {len(starts)} start frames for {self.active_rows} active rows")
+        if self.tokens_per_frame is None:
+            self.tokens_per_frame = tokens_per_frame
+        elif tokens_per_frame != self.tokens_per_frame:
+            raise ValueError(
+                f"this cache holds frames of {self.tokens_per_frame} tokens, got {tokens_per_frame} "
+                "(a different resolution needs a new cache)"
+            )
+        for row, start in enumerate(starts):
+            self._check_row(row, start, num_frames)
+        end = max(starts) + num_frames
+        if self.is_rolling:
             needed = self.window_frames
         else:
             needed = end if self.max_frames is None else max(end, self.max_frames)
@@ -137,57 +206,94 @@ class KVCache:
                 self._allocate(needed)
             else:  # unbounded full cache: amortised doubling, never a copy per chunk
                 self._allocate(max(needed, 2 * self.capacity_frames, _MIN_GROWTH_FRAMES))
-
-        t = tokens_per_frame
-        write_runs = tuple(
-            ((f - start_frame) * t, (f - start_frame + n) * t, s * t, (s + n) * t)
-            for f, s, n in self._slot_runs(range(start_frame, end))
-        )
-        context_frames = [
-            f for a, b in self.pattern.visible_ranges(end) for f in range(a, min(b, start_frame))
-        ]
-        context_runs = []
-        for f, s, n in self._slot_runs(context_frames):
-            del f
-            context_runs.append((s * t, (s + n) * t))
-        visible = min(end, self.window_frames) if self.is_rolling else end
-        return CacheStep(start_frame, end, t, write_runs, tuple(context_runs), visible * t)
+        distinct = sorted(set(starts))
+        plans = {s: self._plan(s, num_frames) for s in distinct}
+        rows = (plans[distinct[0]],) if len(distinct) == 1 else tuple(plans[s] for s in starts)
+        return CacheStep(tuple(starts), num_frames, tokens_per_frame, rows)
 
     def commit(self, step: CacheStep) -> None:
         """Record that the call of ``step`` wrote its frames (called once, after all layers)."""
-        self.frames_written = max(self.frames_written, step.end_frame)
+        for row, start in enumerate(step.start_frames):
+            self.row_frames[row] = max(self.row_frames[row], start + step.num_frames)
 
     def write(self, layer: int, step: CacheStep, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store a chunk's post-RoPE keys/values [B, tokens, H, D]; never part of an autograd graph."""
-        for a, b, sa, sb in step.write_runs:
-            self.k[layer, :, sa:sb] = k[:, a:b].detach()
-            self.v[layer, :, sa:sb] = v[:, a:b].detach()
+        n = self.active_rows
+        if step.shared:
+            for a, b, sa, sb in step.rows[0].write_runs:
+                self.k[layer, :n, sa:sb] = k[:, a:b].detach()
+                self.v[layer, :n, sa:sb] = v[:, a:b].detach()
+            return
+        for row, plan in enumerate(step.rows):
+            for a, b, sa, sb in plan.write_runs:
+                self.k[layer, row, sa:sb] = k[row, a:b].detach()
+                self.v[layer, row, sa:sb] = v[row, a:b].detach()
 
-    def visible(self, layer: int, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of every frame the chunk sees, itself included (views, after ``write``)."""
-        n = step.visible_tokens
-        return self.k[layer, :, :n], self.v[layer, :, :n]
+    def visible(self, layer: int, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Keys/values of every frame the chunk sees, itself included (views, after ``write``).
+
+        The third item is None when all rows see the same prefix, else a key mask [B, 1, 1, L] that is
+        False on each shorter row's padding.
+        """
+        n, length = self.active_rows, step.visible_tokens
+        mask = None
+        if not step.shared and len({p.visible_tokens for p in step.rows}) > 1:
+            lengths = torch.tensor([p.visible_tokens for p in step.rows], device=self.device)
+            mask = (torch.arange(length, device=self.device) < lengths[:, None])[:, None, None, :]
+        return self.k[layer, :n, :length], self.v[layer, :n, :length], mask
 
     def context(self, layer: int, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys/values of the visible frames *before* the chunk (detached), or None at the start."""
-        if not step.context_runs:
+        if not step.shared:
+            raise ValueError("the gradient path needs all rows at the same position")
+        runs, n = step.rows[0].context_runs, self.active_rows
+        if not runs:
             return None
-        ks = [self.k[layer, :, a:b] for a, b in step.context_runs]
-        vs = [self.v[layer, :, a:b] for a, b in step.context_runs]
+        ks = [self.k[layer, :n, a:b] for a, b in runs]
+        vs = [self.v[layer, :n, a:b] for a, b in runs]
         if len(ks) == 1:
             return ks[0], vs[0]
         return torch.cat(ks, dim=1), torch.cat(vs, dim=1)
 
+    # ----------------------------------------------------------------------------- rows
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Keep only ``rows`` (in this order) as the active rows 0..len-1, e.g. when streams finish."""
+        rows = list(rows)
+        if rows != list(range(len(rows))) and self.k is not None:
+            index = torch.tensor(rows, device=self.device)
+            self.k[:, : len(rows)] = self.k[:, index]
+            self.v[:, : len(rows)] = self.v[:, index]
+        frames = [self.row_frames[r] for r in rows]
+        self.row_frames[: len(rows)] = frames
+        self.active_rows = len(rows)
+        self.text_key = None  # the prompt batch changed with the rows
+
+    def add_row(self) -> int:
+        """Activate one more row for a new stream (at frame 0); returns its index."""
+        if self.active_rows >= self.batch_size:
+            raise ValueError(f"all {self.batch_size} rows of this cache are in use")
+        row = self.active_rows
+        self.row_frames[row] = 0
+        self.active_rows += 1
+        self.text_key = None
+        return row
+
     # ----------------------------------------------------------------------------- text
-    def use_text(self, key: tuple) -> None:
-        """Drop the prompt K/V when the prompt changed (prompt switching keeps the frame cache)."""
-        if key != self.text_key:
-            self.text_key = key
+    def use_text(self, text: torch.Tensor) -> None:
+        """Drop the prompt K/V unless ``text`` is the very tensor (unmodified) they were computed from.
+
+        A weak reference, not the storage address: a new prompt tensor may reuse a freed address.
+        Prompt switching passes a new tensor and keeps the frame cache.
+        """
+        held = None if self.text_key is None else self.text_key[0]()
+        if held is not text or self.text_key[1] != text._version:
+            self.text_key = (weakref.ref(text), text._version)
             self.text_kv = [None] * self.num_layers
 
     def reset(self) -> None:
         """Forget every frame and the prompt; keep the buffers for reuse."""
-        self.frames_written = 0
+        self.row_frames = [0] * self.batch_size
+        self.active_rows = self.batch_size
         self.text_key = None
         self.text_kv = [None] * self.num_layers
 

@@ -50,9 +50,12 @@ def rope_angles(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by angles [L, head_dim/2]."""
+    """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by angles [L, head_dim/2]
+    (or [B, L, head_dim/2] when the rows of a batch sit at different frames)."""
     xf = x.float()
     x1, x2 = xf[..., 0::2], xf[..., 1::2]
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    if cos.ndim == 2:
+        cos, sin = cos[None], sin[None]
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
     out = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
     return out.to(x.dtype)

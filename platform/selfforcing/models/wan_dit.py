@@ -9,7 +9,7 @@ in float32, residual stream in float32, linear layers in the parameter dtype.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -253,6 +253,17 @@ class WanDiT(nn.Module):
         out = torch.einsum("bfhwpqrc->bfpchqwr", out)
         return out.reshape(b, f * pt, c, h * ph, w * pw)
 
+    def _rope(self, start_frame: int | Sequence[int], grid, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) [L, c] for one start frame, or [B, L, c] when rows sit at different frames."""
+        cfg = self.config
+        if isinstance(start_frame, int) or len(set(start_frame)) == 1:
+            first = start_frame if isinstance(start_frame, int) else start_frame[0]
+            return rope_angles(first, *grid, cfg.head_dim, cfg.rope_theta, device)
+        if len(start_frame) != batch:
+            raise ValueError(f"got {len(start_frame)} start frames for a batch of {batch}")
+        per_row = [rope_angles(s, *grid, cfg.head_dim, cfg.rope_theta, device) for s in start_frame]
+        return torch.stack([c for c, _ in per_row]), torch.stack([s for _, s in per_row])
+
     def _backend(self) -> str:
         w = self.patch_embedding.weight
         return resolve_backend(self.attention_backend, w.device, w.dtype)
@@ -268,7 +279,7 @@ class WanDiT(nn.Module):
         window_frames: int | None = None,
         sink_frames: int = 0,
         kv_cache: KVCache | None = None,
-        start_frame: int = 0,
+        start_frame: int | Sequence[int] = 0,
         return_features: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Flow prediction [B, F, C, H, W] for latents [B, F, C, H, W] at raw timesteps [B, F] (0..1000).
@@ -283,7 +294,7 @@ class WanDiT(nn.Module):
         x, grid = self._patchify(latents)
         tokens_per_frame = grid[1] * grid[2]
         e, e0 = self.embed_time(timesteps, b, frames)
-        rope = rope_angles(start_frame, *grid, self.config.head_dim, self.config.rope_theta, x.device)
+        rope = self._rope(start_frame, grid, b, x.device)
 
         if kv_cache is None:
             pattern = AttentionPattern(frames_per_chunk, window_frames, sink_frames)
@@ -299,8 +310,8 @@ class WanDiT(nn.Module):
         else:
             if frames_per_chunk is not None or window_frames is not None or sink_frames:
                 raise ValueError("with kv_cache, the window and sinks are the cache's (new_kv_cache args)")
-            if kv_cache.batch_size != b:
-                raise ValueError(f"kv_cache is for batch {kv_cache.batch_size}, latents have batch {b}")
+            if kv_cache.active_rows != b:
+                raise ValueError(f"kv_cache has {kv_cache.active_rows} active rows, latents have batch {b}")
             step = kv_cache.begin(start_frame, frames, tokens_per_frame)
             make_attend, make_text_kv = self._cached_attention(kv_cache, step, text, backend)
 
@@ -323,8 +334,7 @@ class WanDiT(nn.Module):
         (detached) cache, which is how Self Forcing stops gradients flowing into earlier chunks.
         """
         grad = torch.is_grad_enabled()
-        text_key = (text.data_ptr(), text._version, tuple(text.shape), text.device)
-        cache.use_text(text_key)
+        cache.use_text(text)
         context: list[torch.Tensor] = []
 
         def context_tokens() -> torch.Tensor:
@@ -336,8 +346,8 @@ class WanDiT(nn.Module):
             def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
                 cache.write(layer, step, k, v)
                 if not (grad and (k.requires_grad or q.requires_grad)):
-                    kc, vc = cache.visible(layer, step)
-                    return attention(q, kc, vc, backend)
+                    kc, vc, mask = cache.visible(layer, step)
+                    return attention(q, kc, vc, backend, mask)
                 earlier = cache.context(layer, step)
                 if earlier is not None:
                     k = torch.cat([earlier[0], k], dim=1)
