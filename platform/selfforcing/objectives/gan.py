@@ -20,19 +20,24 @@ from .base import Conditioning, NoisyDraw, SampleMeta, ScoreResult, draw_noisy
 from .registry import ScoreNetworks, register_objective
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 for the softplus (bf16 logits), float64 kept."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def generator_gan_loss(fake_logit: torch.Tensor, real_logit: torch.Tensor | None, relativistic: bool) -> torch.Tensor:
     """Non-saturating generator loss from logits [B] (real logits only for the relativistic form)."""
     if relativistic:
         if real_logit is None:
             raise ValueError("the relativistic GAN loss needs the real logits")
-        return F.softplus(-(fake_logit - real_logit).float()).mean()
-    return F.softplus(-fake_logit.float()).mean()
+        return F.softplus(-_wide(fake_logit - real_logit)).mean()
+    return F.softplus(-_wide(fake_logit)).mean()
 
 
 def discriminator_gan_loss(fake_logit: torch.Tensor, real_logit: torch.Tensor, relativistic: bool) -> torch.Tensor:
     if relativistic:
-        return F.softplus(-(real_logit - fake_logit).float()).mean()
-    return F.softplus(-real_logit.float()).mean() + F.softplus(fake_logit.float()).mean()
+        return F.softplus(-_wide(real_logit - fake_logit)).mean()
+    return F.softplus(-_wide(real_logit)).mean() + F.softplus(_wide(fake_logit)).mean()
 
 
 def finite_difference_penalty(
