@@ -79,3 +79,10 @@ def test_cli_generate_writes_requested_frames(tmp_path, capsys):
     assert main(["generate", "--preset", "tiny", "--prompt", "x", "--num-frames", "32",
                  "--out", str(tmp_path / "bad.mp4"), "--quiet"]) == 2
     assert "nearest valid counts" in capsys.readouterr().err
+
+
+def test_frame_wise_generation_streams_one_latent_frame_per_chunk():
+    pipe = VideoPipeline.from_config(load_config("tiny", overrides=["video.frames_per_chunk=1"]), device="cpu")
+    chunks = list(pipe.stream("a red square", num_frames=21, seed=0))
+    assert [c.latents.shape[1] for c in chunks] == [1] * 6
+    assert [c.frames.shape[1] for c in chunks] == [1] + [4] * 5
