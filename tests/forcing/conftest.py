@@ -10,6 +10,15 @@ from selfforcing.diffusion import FlowMatchSchedule
 from selfforcing.models import WanDiT
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded; with other jobs on the cores, threads only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cfg():
     return load_config("tiny")
