@@ -1,0 +1,1 @@
+"""End-to-end recipes: whole pipelines (teacher -> ODE init -> Self Forcing -> evaluation) on a world."""

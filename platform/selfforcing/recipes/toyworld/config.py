@@ -1,0 +1,102 @@
+"""Typed budgets of the toy-world recipe: one section per stage, plus the evaluation set.
+
+Sizes of the model and the world come from the ``toy`` preset and ``ToyWorldConfig``; this file only
+says how much each stage trains and samples. ``RecipeConfig.quick()`` is the seconds-scale variant used
+by tests (it must exercise every code path, not learn anything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field
+
+from selfforcing.config.schema import StrictModel
+
+
+class TeacherBudget(StrictModel):
+    """Flow-matching training of the bidirectional teacher on fresh renderer videos."""
+
+    steps: int = Field(2400, gt=0, description="optimiser steps")
+    batch_size: int = Field(32, gt=0, description="videos per step (fresh random scenes each step)")
+    lr: float = Field(2e-3, gt=0, description="AdamW peak learning rate (prototype: 2e-3)")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
+    min_lr_fraction: float = Field(0.05, ge=0, le=1, description="cosine decay floor as a fraction of lr")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    caption_dropout: float = Field(0.1, ge=0, lt=1, description="fraction of empty prompts (for CFG)")
+    ema_decay: float = Field(0.995, ge=0, lt=1, description="EMA of the weights that are saved and sampled")
+    max_minutes: float | None = Field(13.0, gt=0, description="stop early after this wall time")
+    seed: int = Field(0, description="seed of weights, scenes and noise")
+
+
+class ODEInitBudget(StrictModel):
+    """Teacher ODE pairs and the causal student's regression onto them."""
+
+    num_pairs: int = Field(384, gt=0, description="teacher trajectories (prompt x seed) to record")
+    pair_batch: int = Field(128, gt=0, description="trajectories sampled per teacher batch")
+    steps: int = Field(600, gt=0, description="regression optimiser steps")
+    batch_size: int = Field(32, gt=0, description="pairs per regression step")
+    lr: float = Field(5e-4, gt=0, description="AdamW learning rate of the student")
+    max_minutes: float | None = Field(2.0, gt=0, description="stop early after this wall time")
+    seed: int = Field(1, description="seed of pairs and draws")
+
+
+class SelfForcingBudget(StrictModel):
+    """Self Forcing (or CausVid) distillation of the ODE-initialised student against the teacher."""
+
+    objective: Literal["dmd", "sid", "gan"] = Field("dmd", description="distribution-matching objective")
+    steps: int = Field(300, gt=0, description="training steps (critic update every step)")
+    critic_steps_per_generator_step: int = Field(2, gt=0, description="generator updated every N steps")
+    batch_size: int = Field(16, gt=0, description="rollouts per step")
+    generator_lr: float = Field(1e-4, gt=0, description="generator AdamW learning rate")
+    critic_lr: float = Field(4e-4, gt=0, description="critic / discriminator AdamW learning rate")
+    guidance_scale: float = Field(2.0, description="real-score CFG in the x0 = c + g (c - u) form")
+    ema_decay: float = Field(0.95, ge=0, lt=1, description="generator EMA decay (what is evaluated)")
+    rollout: Literal["self_forcing", "diffusion_forcing"] = Field(
+        "self_forcing", description="own outputs as context, or Diffusion Forcing samples (CausVid)"
+    )
+    max_minutes: float | None = Field(3.5, gt=0, description="stop early after this wall time")
+    seed: int = Field(2, description="base seed of rollouts and score draws")
+
+
+class EvalBudget(StrictModel):
+    """What every stage is measured on."""
+
+    seeds_per_caption: int = Field(2, gt=0, description="videos per caption")
+    max_captions: int | None = Field(None, gt=1, description="first N captions of the world (None = all)")
+    extrapolate_frames: int = Field(36, gt=0, description="latent frames of the extrapolation run")
+    window_frames: int = Field(12, gt=0, description="rolling KV cache window for extrapolation")
+    videos_to_write: int = Field(4, ge=0, description="sample MP4s per stage")
+    seed: int = Field(1000, description="first noise seed (disjoint from training seeds)")
+
+
+class RecipeConfig(StrictModel):
+    """The whole toy-world recipe."""
+
+    preset: str = Field("toy", description="platform config preset (model, codec, schedule, video)")
+    teacher: TeacherBudget = Field(default_factory=TeacherBudget, description="teacher stage")
+    ode_init: ODEInitBudget = Field(default_factory=ODEInitBudget, description="ODE pairs + regression")
+    self_forcing: SelfForcingBudget = Field(default_factory=SelfForcingBudget, description="distillation")
+    eval: EvalBudget = Field(default_factory=EvalBudget, description="evaluation set")
+    threads: int | None = Field(None, gt=0, description="torch CPU threads (None = torch's default)")
+
+    @classmethod
+    def quick(cls) -> RecipeConfig:
+        """Seconds per stage: for tests and smoke runs (learns nothing useful)."""
+        return cls(
+            teacher=TeacherBudget(steps=4, batch_size=4, warmup_steps=1),
+            ode_init=ODEInitBudget(num_pairs=8, pair_batch=8, steps=3, batch_size=4),
+            self_forcing=SelfForcingBudget(steps=4, batch_size=2),
+            eval=EvalBudget(seeds_per_caption=1, max_captions=6, extrapolate_frames=18, window_frames=9,
+                            videos_to_write=2),
+        )
+
+
+def config_key(*sections: StrictModel | str) -> str:
+    """Short stable hash of config sections: the cache key of a stage's checkpoint."""
+    blob = json.dumps(
+        [s if isinstance(s, str) else s.model_dump(mode="json") for s in sections], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

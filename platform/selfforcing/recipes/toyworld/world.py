@@ -1,0 +1,99 @@
+"""The toy world as a source of training batches: fresh rendered videos, their latents and captions.
+
+Text embeddings come from the preset's frozen random-weight ``TextEncoder``; the world has only a few
+dozen captions, so every embedding is computed once and looked up afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from selfforcing.config import PlatformConfig
+from selfforcing.data.toyworld import (
+    PixelUnshuffleLatents,
+    Scenes,
+    ToyWorldConfig,
+    caption_combinations,
+    render,
+    sample_scenes,
+)
+from selfforcing.models.text_encoder import TextEncoder
+
+
+def world_for(config: PlatformConfig) -> ToyWorldConfig:
+    """The toy world whose frames and latents match the platform config's video and codec."""
+    v = config.video
+    world = ToyWorldConfig(
+        height=v.height, width=v.width, num_frames=v.num_frames, frames_per_chunk=v.frames_per_chunk,
+        latent_factor=config.vae.spatial_compression,
+    )
+    if world.latent_channels != config.model.in_dim:
+        raise ValueError(
+            f"the toy world's latents have {world.latent_channels} channels, the model takes "
+            f"model.in_dim={config.model.in_dim}; use the 'toy' preset"
+        )
+    return world
+
+
+@dataclass
+class Batch:
+    """latents [B, F, C, h, w] in [-1, 1], text [B, L, D], and the scenes they show."""
+
+    latents: torch.Tensor
+    text: torch.Tensor
+    scenes: Scenes
+    captions: list[str]
+
+
+class ToyData:
+    """Captions -> embeddings (cached), scenes -> latents; everything on ``device``."""
+
+    def __init__(self, config: PlatformConfig, device: torch.device | str = "cpu") -> None:
+        self.config = config
+        self.world = world_for(config)
+        self.device = torch.device(device)
+        self.codec = PixelUnshuffleLatents(self.world.latent_factor)
+        self.encoder = TextEncoder.from_config(config.text_encoder)
+        self.negative_prompt = config.generation.negative_prompt
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def captions(self) -> list[str]:
+        """Every caption of the world, in a fixed order."""
+        return caption_combinations(self.world)
+
+    def embed(self, prompts: Sequence[str]) -> torch.Tensor:
+        """[B, text_len, text_dim] embeddings, each prompt encoded once per process."""
+        missing = sorted({p for p in prompts if p not in self._cache})
+        if missing:
+            for p, e in zip(missing, self.encoder.encode(missing), strict=True):
+                self._cache[p] = e
+        return torch.stack([self._cache[p] for p in prompts]).to(self.device)
+
+    def negative(self, batch: int) -> torch.Tensor:
+        """The unconditional (negative prompt) embedding repeated ``batch`` times."""
+        return self.embed([self.negative_prompt] * batch)
+
+    def batch(self, n: int, rng: np.random.Generator, caption_dropout: float = 0.0,
+              num_frames: int | None = None) -> Batch:
+        """``n`` fresh random scenes rendered to latents; a ``caption_dropout`` fraction get the empty
+        prompt (the unconditional branch that classifier-free guidance needs)."""
+        scenes = sample_scenes(n, rng, self.world)
+        videos = render(scenes, num_frames or self.world.num_frames)
+        captions = scenes.captions()
+        drop = rng.random(n) < caption_dropout
+        prompts = [self.negative_prompt if d else c for c, d in zip(captions, drop, strict=True)]
+        latents = self.codec.encode(videos).to(self.device)
+        return Batch(latents, self.embed(prompts), scenes, captions)
+
+    def latent_shape(self, frames: int) -> tuple[int, int, int, int]:
+        """(F, C, h, w) of ``frames`` latent frames."""
+        return (frames, *self.world.latent_frame_shape)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 videos [B, F, H, W, 3] of latents [B, F, C, h, w]."""
+        return self.codec.decode_uint8(latents.detach().cpu())
