@@ -112,11 +112,14 @@ def test_truncated_gradient_equals_no_grad_reference_and_depends_on_exit(make_mo
     torch.testing.assert_close(sample.video.detach(), reference.detach(), rtol=0, atol=1e-12)
     (reference * w).sum().backward()
     err = _max_rel_err(ours, _grads(model))
+    print(f"truncated rollout vs no_grad reference max relative error: {err:.2e}")
     assert err < 1e-10, err
 
     model.zero_grad()
     (_rollout(model, text, RolloutPlan(2, (2, 2)), steps, schedule).video * w).sum().backward()
-    assert _max_rel_err(_grads(model), ours) > 1e-3
+    changed = _max_rel_err(_grads(model), ours)
+    print(f"relative change of the gradient when the exit steps change: {changed:.2e}")
+    assert changed > 1e-3
     assert sample.exit_steps == [1, 2]
     assert sample.t_from.tolist() == pytest.approx([steps[1]] * 3 + [steps[2]] * 3)
     assert sample.t_to.tolist() == pytest.approx([steps[2]] * 3 + [steps[3]] * 3)
