@@ -202,3 +202,16 @@ def test_r1_finite_difference_estimates_the_directional_derivative(make_model, t
     exact = float(((up - down) / (2 * h)).pow(2).mean())
     assert metrics["r1"] == pytest.approx(exact, rel=0.05)
     assert metrics["r2"] > 0
+
+
+def test_timestep_draws_shift_clamp_and_exit_step_range(schedule):
+    from selfforcing.objectives import draw_timesteps
+
+    g = torch.Generator().manual_seed(0)
+    t = draw_timesteps(4096, 3, schedule, g, 20.0, 980.0)
+    assert t.shape == (4096, 3) and torch.equal(t[:, 0], t[:, 2])  # one t per sample
+    assert float(t.min()) == 20.0 and float(t.max()) == 980.0  # clamped at both ends
+    assert float(t.median()) > 700  # shift 5 pushes the median from 500 to ~833
+    ranged = draw_timesteps(512, 1, schedule, g, 20.0, 980.0, t_range=(250.0, 500.0))
+    lo, hi = (1000 * schedule.shift_sigma(s) for s in (0.25, 0.5))
+    assert lo - 1e-3 <= float(ranged.min()) and float(ranged.max()) <= hi + 1e-3
