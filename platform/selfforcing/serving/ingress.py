@@ -33,7 +33,7 @@ from .schemas import (
     VideoObject,
     VideoStreamRequest,
 )
-from .sessions import run_video_job, stream_bytes
+from .sessions import cancel_quietly, run_video_job, stream_bytes
 from .validation import Limits, ModelInfo, RequestValidator
 
 log = logging.getLogger("ray.serve")
@@ -208,12 +208,14 @@ class VideoAPI:
         started = time.perf_counter()
         spec = await self._spec(request, stream=True)
         deadline = started + self.settings.request_timeout_s
-        chunks = await self._open_stream(spec.to_dict())
+        chunks = None
         try:
+            chunks = await self._open_stream(spec.to_dict())
             # Wait for the first chunk before answering 200: a full cluster is then a clean 503.
             first = await asyncio.wait_for(anext(chunks), timeout=self.settings.request_timeout_s)
         except Exception as exc:
-            chunks.cancel()
+            if chunks is not None:
+                cancel_quietly(chunks)
             if _is_overload(exc):
                 raise overloaded("All generator replicas and their queues are full; retry later.",
                                  self.settings.retry_after_s) from None
@@ -224,6 +226,6 @@ class VideoAPI:
         encoder = make_encoder(spec.format or "ndjson", spec.fps)
         header = {"model": spec.model, "num_frames": spec.num_frames, "seconds": spec.seconds,
                   "size": spec.size, "fps": spec.fps, "seed": spec.seed, "prompt": spec.prompt}
-        body = stream_bytes(first, chunks, encoder, header, started, deadline, chunks.cancel)
+        body = stream_bytes(first, chunks, encoder, header, started, deadline, lambda: cancel_quietly(chunks))
         return StreamingResponse(body, media_type=encoder.media_type, headers={
             "Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Video-Seed": str(spec.seed)})

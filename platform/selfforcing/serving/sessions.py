@@ -14,6 +14,14 @@ from ..inference.video_io import Mp4Writer
 from .encoders import StreamEncoder
 
 
+def cancel_quietly(chunks: Any) -> None:
+    """Cancel a (handle) generator; cancelling a call that already failed may re-raise its error."""
+    try:
+        getattr(chunks, "cancel", lambda: None)()
+    except Exception:  # noqa: BLE001 - the original error is already being handled
+        pass
+
+
 def chunk_meta(item: dict[str, Any], started: float) -> dict[str, Any]:
     """The chunk's fields minus its frames, plus ``latency``: seconds since the request arrived."""
     meta = {k: v for k, v in item.items() if k != "frames"}
@@ -104,4 +112,4 @@ async def run_video_job(
         await store.fail(video_id, code, f"{type(exc).__name__}: {exc}")
     finally:
         if not finished and chunks is not None:
-            getattr(chunks, "cancel", lambda: None)()  # free the generator replica
+            cancel_quietly(chunks)  # free the generator replica

@@ -31,6 +31,18 @@ def tracking_uri_or_default(tracking_uri: str | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def experiment_id(client, name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name``, created if missing. With a sqlite store its artifacts go next to
+    the database file (MLflow's default, ``./mlruns``, would depend on the working directory)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlruns" / _safe(name)).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
 def is_model_uri(text: str) -> bool:
     """True for ``models:/...`` and ``runs:/...`` URIs (anything MLflow must resolve)."""
     return text.startswith(("models:/", "runs:/"))
@@ -103,8 +115,7 @@ def register_generator(
             )
         own_run = run_id is None
         if own_run:
-            exp = client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            exp_id = experiment_id(client, experiment, uri)
             run_id = client.create_run(exp_id, run_name=f"register-{name}", tags=tags or {}).info.run_id
         client.log_artifacts(run_id, str(folder), artifact_path=GENERATOR_ARTIFACT_PATH)
         if own_run:

@@ -69,13 +69,12 @@ class MlflowTracker:
     ) -> None:
         from mlflow import MlflowClient
 
-        from .registry import tracking_uri_or_default
+        from .registry import experiment_id, tracking_uri_or_default
 
         self.tracking_uri = tracking_uri_or_default(tracking_uri)
         self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         if run_id is None:
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = experiment_id(self.client, experiment, self.tracking_uri)
             run_id = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags or {})).info.run_id
         self.run_id = run_id
         self._closed = False
