@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# One intra-op thread per process: the suite runs Ray workers and Serve replicas beside the test
+# process on a 2-core machine, and oversubscribed OpenMP threads make tiny-model steps ~100x slower.
+# Set before torch initialises so worker processes (which inherit the environment) get it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from selfforcing.config import load_config
 from selfforcing.models import WanDiT
