@@ -14,8 +14,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from selfforcing.config import load_config
-from selfforcing.models import WanDiT
+from selfforcing.config import load_config  # noqa: E402
+from selfforcing.diffusion import FlowMatchSchedule  # noqa: E402
+from selfforcing.models import WanDiT  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,3 +37,34 @@ def tiny_config():
 def tiny_model(tiny_config) -> WanDiT:
     torch.manual_seed(0)
     return WanDiT(tiny_config.model).double().eval()
+
+
+# Tiny fp64 models and inputs for the rollout / objective tests: latents [B=2, F=6, C=4, 4, 4].
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def schedule():
+    return FlowMatchSchedule(1000, 5.0)
+
+
+@pytest.fixture(scope="module")
+def steps(schedule):
+    return schedule.warp_timesteps([1000.0, 750.0, 500.0, 250.0])
+
+
+@pytest.fixture
+def make_model(cfg):
+    def make(seed: int = 0, dtype: torch.dtype = torch.float64) -> WanDiT:
+        torch.manual_seed(seed)
+        return WanDiT(cfg.model).to(dtype)
+
+    return make
+
+
+@pytest.fixture
+def text(cfg):
+    g = torch.Generator().manual_seed(123)
+    return torch.randn(2, cfg.model.text_len, cfg.model.text_dim, generator=g, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Tiny-preset roles for the training tests (fp32, single-threaded)."""
+"""Tiny-preset roles for the training tests (fp32)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ import torch
 from selfforcing.config import load_config
 from selfforcing.models.factory import build_dit
 from selfforcing.training import TrainBatch, TrainingConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded; with other jobs on the cores, threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
