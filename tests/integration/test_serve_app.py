@@ -223,6 +223,8 @@ def test_overload_is_503_and_a_disconnect_frees_the_replica(server):
     assert r.status_code == 503 and int(r.headers.get("Retry-After", -1)) == 3, (r.headers, r.text)
     assert r.json()["error"]["code"] == "overloaded"
     print(f"\n503 answered in {time.perf_counter() - start:.3f} s")
+    busy = httpx.get(f"{url}/healthz", timeout=5)  # the API stays responsive while generators are full
+    assert busy.status_code == 200 and busy.json()["status"] == "ok"
 
     hang_up = time.perf_counter()
     a.close()  # the queued request gets the replica once the first generation is cancelled

@@ -43,7 +43,14 @@ class TextEncoderDeployment:
 
     def __init__(self, source: ModelSourceArgs, device: str | None = None, torch_threads: int | None = None):
         _set_threads(torch_threads)
-        self.runner = TextEncoderRunner(load_source(source), device)
+        loaded = load_source(source)
+        self.info_ = model_info(loaded)
+        self.runner = TextEncoderRunner(loaded, device)
+
+    def info(self) -> dict[str, Any]:
+        """The served model's description. Asked here, not of a generator: generators may all be busy
+        with long videos, the text encoder answers in milliseconds (both load the same source)."""
+        return self.info_.model_dump()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def encode(self, prompts: list[str]) -> list[np.ndarray]:
@@ -69,9 +76,6 @@ class GeneratorDeployment:
         loaded = load_source(source)
         self.info_ = model_info(loaded)
         self.runner = GeneratorRunner(build_generator_pipeline(loaded, device), self.info_, timeout_s)
-
-    def info(self) -> dict[str, Any]:
-        return self.info_.model_dump()
 
     def check_health(self) -> None:
         return None

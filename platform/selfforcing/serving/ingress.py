@@ -115,7 +115,7 @@ class VideoAPI:
     async def _authorized_validator(self, request: Request) -> RequestValidator:
         check_bearer(request.headers.get("authorization"), self.api_key)
         if self._validator is None:
-            info = ModelInfo.model_validate(await self.generator.info.remote())
+            info = ModelInfo.model_validate(await self.text_encoder.info.remote())
             self._validator = RequestValidator(info, self.settings.limits)
         return self._validator
 
@@ -132,7 +132,7 @@ class VideoAPI:
     # -- health and models -----------------------------------------------------------------------------
     @app.get("/healthz", summary="Liveness and the served model")
     async def healthz(self) -> dict[str, Any]:
-        info = await self.generator.info.remote()
+        info = await self.text_encoder.info.remote()
         return {"status": "ok", "model": info["id"], "jobs": await self.jobs.stats()}
 
     @app.get("/v1/models", response_model=ModelList, responses=_ERRORS, summary="The served model")
