@@ -77,6 +77,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toyworld_run(args: argparse.Namespace) -> int:
+    """Teacher -> ODE init -> Self Forcing -> evaluation on the toy world (stages cached and resumed)."""
+    from .recipes.toyworld import RecipeConfig, run_toyworld
+
+    recipe = RecipeConfig.quick() if args.quick else RecipeConfig()
+    if args.objective:
+        recipe.self_forcing.objective = args.objective
+    run_toyworld(args.out, recipe, cache_dir=args.cache_dir, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfforcing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the embedded default (tiny preset, local)")
     demo.add_argument("--out", default="outputs", help="output directory")
     demo.set_defaults(func=cmd_demo)
+
+    toy = sub.add_parser("toyworld", help="the toy-world pipeline (CPU, minutes)")
+    toy_sub = toy.add_subparsers(dest="toyworld_command", required=True)
+    toy_run = toy_sub.add_parser("run", help="teacher -> ODE init -> Self Forcing -> metrics.json, videos")
+    toy_run.add_argument("--out", type=Path, required=True, help="run directory (resumed when it exists)")
+    toy_run.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run in about a minute")
+    toy_run.add_argument("--objective", choices=["dmd", "sid", "gan"], help="Self Forcing objective (dmd)")
+    toy_run.add_argument("--cache-dir", type=Path, help="teacher cache (default $SELFFORCING_CACHE/toyworld)")
+    toy_run.add_argument("--quiet", action="store_true", help="no progress output")
+    toy_run.set_defaults(func=cmd_toyworld_run)
 
     cfg = sub.add_parser("config", help="print the resolved config as YAML")
     _add_config_args(cfg)

@@ -76,16 +76,24 @@ class RecipeConfig(StrictModel):
     """The whole toy-world recipe."""
 
     preset: str = Field("toy", description="platform config preset (model, codec, schedule, video)")
+    overrides: list[str] = Field(
+        default_factory=list, description="dotted KEY=VALUE overrides of the preset (e.g. generation.*)"
+    )
     teacher: TeacherBudget = Field(default_factory=TeacherBudget, description="teacher stage")
     ode_init: ODEInitBudget = Field(default_factory=ODEInitBudget, description="ODE pairs + regression")
     self_forcing: SelfForcingBudget = Field(default_factory=SelfForcingBudget, description="distillation")
     eval: EvalBudget = Field(default_factory=EvalBudget, description="evaluation set")
-    threads: int | None = Field(None, gt=0, description="torch CPU threads (None = torch's default)")
+    threads: int | None = Field(
+        1, gt=0,
+        description="torch CPU threads (None = torch's default). 1 by default: at these sizes a second thread "
+        "gains little, and on a shared machine OpenMP spin-waiting made 2 threads ~7x slower than 1",
+    )
 
     @classmethod
     def quick(cls) -> RecipeConfig:
         """Seconds per stage: for tests and smoke runs (learns nothing useful)."""
         return cls(
+            overrides=["generation.teacher_steps=8"],  # on the ODE grid of the 4 generator steps
             teacher=TeacherBudget(steps=4, batch_size=4, warmup_steps=1),
             ode_init=ODEInitBudget(num_pairs=8, pair_batch=8, steps=3, batch_size=4),
             self_forcing=SelfForcingBudget(steps=4, batch_size=2),

@@ -51,9 +51,7 @@ class ToyWorldRun:
         self.recipe = recipe
         self.quiet = quiet
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.config: PlatformConfig = load_config(recipe.preset).model_copy(
-            update={"runtime": load_config(recipe.preset).runtime.model_copy(update={"device": "cpu"})}
-        )
+        self.config: PlatformConfig = load_config(recipe.preset, None, [*recipe.overrides, "runtime.device=cpu"])
         self.data = ToyData(self.config)
         self.runner = StageRunner(self.out / "stage_log.jsonl", quiet=quiet)
         self.eval_set = EvalSet.build(self.data, recipe.eval)
