@@ -76,17 +76,23 @@ class VideoPipeline:
         checkpoint: str | Path | None = None,
         which: str = "generator_ema",
         device: str | None = None,
+        text_encoder: bool = True,
     ) -> VideoPipeline:
-        """Build every component; ``checkpoint`` replaces the DiT's (random) weights."""
+        """Build every component; ``checkpoint`` replaces the DiT's (random) weights.
+
+        ``text_encoder=False`` builds a generator-only pipeline that takes ``text_embeddings``.
+        """
         dev = resolve_device(device or config.runtime.device)
-        config, model, text_encoder, vae = build_components(config, dev, checkpoint, which)
-        return cls(config, model, text_encoder, vae, dev)
+        config, model, encoder, vae = build_components(config, dev, checkpoint, which, text_encoder)
+        return cls(config, model, encoder, vae, dev)
 
     def geometry(self, num_frames: int | None = None) -> VideoGeometry:
         return video_geometry(self.config, num_frames)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        if self.text_encoder is None:
+            raise ValueError("this pipeline has no text encoder; pass text_embeddings= to stream()")
         text = self.text_encoder.encode(list(prompts))
         return text.to(device=self.device, dtype=next(self.model.parameters()).dtype)
 

@@ -75,8 +75,13 @@ def build_components(
     device: torch.device,
     checkpoint: str | Path | None = None,
     which: str = "generator_ema",
+    text_encoder: bool = True,
 ):
-    """(config, dit, text_encoder, vae) for generation; the config's model follows the checkpoint's."""
+    """(config, dit, text_encoder, vae) for generation; the config's model follows the checkpoint's.
+
+    ``text_encoder=False`` skips the encoder (None in its place): generator replicas receive prompt
+    embeddings from a separate encoder service and should not hold a multi-GB UMT5 of their own.
+    """
     from .text_encoder import TextEncoder
     from .vae import build_vae
 
@@ -86,6 +91,8 @@ def build_components(
         model = load_dit(config, checkpoint, which, device)
     else:
         model = build_dit(config, device)
-    text_encoder = TextEncoder.from_config(config.text_encoder, device=device, dtype=torch.float32)
+    encoder = (
+        TextEncoder.from_config(config.text_encoder, device=device, dtype=torch.float32) if text_encoder else None
+    )
     vae = build_vae(config.vae, device=device, dtype=torch.float32 if device.type == "cpu" else dtype)
-    return config, model, text_encoder, vae
+    return config, model, encoder, vae

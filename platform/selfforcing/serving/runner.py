@@ -29,18 +29,9 @@ class GenerationTimeout(Exception):
 
 def build_generator_pipeline(loaded: LoadedSource, device: str | None = None) -> VideoPipeline:
     """DiT + VAE from the source, no text encoder (``stream(text_embeddings=...)`` supplies the text)."""
-    from ..models.factory import DTYPES, build_dit, load_dit, resolve_device
-    from ..models.vae import build_vae
-
-    config = loaded.config
-    dev = resolve_device(device or config.runtime.device)
-    if loaded.checkpoint is not None:
-        model = load_dit(config, loaded.checkpoint, loaded.which, dev)
-    else:
-        model = build_dit(config, dev)
-    dtype = torch.float32 if dev.type == "cpu" else DTYPES[config.runtime.dtype]
-    vae = build_vae(config.vae, device=dev, dtype=dtype)
-    return VideoPipeline(config, model, None, vae, dev)
+    return VideoPipeline.from_config(
+        loaded.config, checkpoint=loaded.checkpoint, which=loaded.which, device=device, text_encoder=False
+    )
 
 
 def model_info(loaded: LoadedSource) -> ModelInfo:
