@@ -80,11 +80,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_toyworld_run(args: argparse.Namespace) -> int:
     """Teacher -> ODE init -> Self Forcing -> evaluation on the toy world (stages cached and resumed)."""
     from .recipes.toyworld import RecipeConfig, run_toyworld
+    from .recipes.toyworld.ablation import run_ablation
 
     recipe = RecipeConfig.quick() if args.quick else RecipeConfig()
     if args.objective:
         recipe.self_forcing.objective = args.objective
     run_toyworld(args.out, recipe, cache_dir=args.cache_dir, quiet=args.quiet)
+    if args.ablation:
+        run_ablation(args.out, recipe, args.cache_dir, args.quiet, command="selfforcing " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     toy_run.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run in about a minute")
     toy_run.add_argument("--objective", choices=["dmd", "sid", "gan"], help="Self Forcing objective (dmd)")
     toy_run.add_argument("--cache-dir", type=Path, help="teacher cache (default $SELFFORCING_CACHE/toyworld)")
+    toy_run.add_argument("--ablation", action="store_true",
+                         help="then train TF / DF / CausVid / frame-wise Self Forcing students (OUT/ablation)")
     toy_run.add_argument("--quiet", action="store_true", help="no progress output")
     toy_run.set_defaults(func=cmd_toyworld_run)
 

@@ -82,3 +82,19 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path: Path):
     assert {r["stage"] for r in rerun} >= {"teacher", "ode_init", "self_forcing"}
     assert all(r["status"] == "skipped" for r in rerun), rerun
     assert json.loads((out / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quick_ablation_writes_table_and_plot(tmp_path: Path):
+    argv = ["toyworld", "run", "--out", str(tmp_path / "run"), "--quick", "--ablation",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(argv) == 0
+    folder = tmp_path / "run" / "ablation"
+    results = json.loads((folder / "ablation.json").read_text())
+    assert set(results) == {"ode_init", "teacher_forcing", "diffusion_forcing", "causvid", "self_forcing",
+                            "self_forcing_framewise"}
+    for m in results.values():
+        assert len(m["extrap_fidelity_by_chunk"]) == RecipeConfig.quick().eval.extrapolate_frames // 3
+    assert Image.open(folder / "ablation_by_chunk.png").size[0] > 0
+    assert "| frechet_distance |" in (folder / "ablation.md").read_text()

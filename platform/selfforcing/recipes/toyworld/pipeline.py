@@ -28,6 +28,7 @@ from selfforcing.models.factory import build_dit, load_dit, save_generator
 from selfforcing.models.wan_dit import WanDiT
 
 from . import report
+from .baselines import BaselineBudget, train_baseline
 from .config import RecipeConfig, config_key
 from .evaluate import EvalSet, evaluate_student, evaluate_teacher
 from .stages import StageRunner
@@ -46,7 +47,10 @@ def default_cache_dir() -> Path:
 class ToyWorldRun:
     """The state of one run: config, data, stage runner and the keys that chain the stages."""
 
-    def __init__(self, out: Path, recipe: RecipeConfig, cache_dir: Path | None = None, quiet: bool = False):
+    def __init__(
+        self, out: Path, recipe: RecipeConfig, cache_dir: Path | None = None, quiet: bool = False,
+        teacher_key: str | None = None,
+    ):
         self.out = Path(out)
         self.recipe = recipe
         self.quiet = quiet
@@ -55,7 +59,8 @@ class ToyWorldRun:
         self.data = ToyData(self.config)
         self.runner = StageRunner(self.out / "stage_log.jsonl", quiet=quiet)
         self.eval_set = EvalSet.build(self.data, recipe.eval)
-        self.teacher_key = config_key("teacher", dump_config(self.config), recipe.teacher)
+        # A run with another generator chunking (frame-wise) may share a teacher by passing its key.
+        self.teacher_key = teacher_key or config_key("teacher", dump_config(self.config), recipe.teacher)
 
     # ------------------------------------------------------------------ helpers
     def _load(self, path: Path) -> WanDiT:
@@ -95,6 +100,11 @@ class ToyWorldRun:
         self.runner.run("eval_teacher", key, path, build)
         return json.loads((path / "stage.json").read_text())["info"]
 
+    def teacher_samples(self):
+        """The cached evaluation arrays: real, untrained and teacher videos (uint8 [N, T, H, W, 3])."""
+        key = config_key(self.teacher_key, self.recipe.eval)
+        return np.load(self.cache_dir / f"teacher-{self.teacher_key}" / f"eval-{key}" / "samples.npz")
+
     def ode_init(self, teacher: WanDiT) -> tuple[WanDiT, str]:
         key = config_key(self.teacher_key, self.recipe.ode_init)
         path = self.out / "ode_init"
@@ -123,6 +133,19 @@ class ToyWorldRun:
         self.runner.run(name, key, path, build)
         return self._load(path), key
 
+    def baseline(self, teacher: WanDiT, budget: BaselineBudget) -> tuple[WanDiT, str]:
+        """A Teacher Forcing / Diffusion Forcing student trained on renderer data (ablation)."""
+        key = config_key(self.teacher_key, budget)
+        path = self.out / "ablation" / budget.kind
+
+        def build(p: Path) -> dict[str, Any]:
+            model, stats = train_baseline(teacher, self.config, budget, self.data, self.quiet)
+            self._save(model, p)
+            return stats
+
+        self.runner.run(budget.kind, key, path, build)
+        return self._load(path), key
+
     def _clone(self, model: WanDiT) -> WanDiT:
         clone = build_dit(self.config, "cpu")
         clone.load_state_dict(model.state_dict())
@@ -130,7 +153,7 @@ class ToyWorldRun:
 
     def evaluate_student(self, name: str, model: WanDiT, key: str, teacher_videos: np.ndarray) -> dict:
         ekey = config_key(key, self.recipe.eval)
-        path = self.out / "eval" / name
+        path = self.out / "eval" / name.replace("/", "_")
 
         def build(p: Path) -> dict[str, Any]:
             m, short, long = evaluate_student(
@@ -160,8 +183,7 @@ def run_toyworld(
     teacher = run.teacher()
     metrics = run.evaluate_teacher(teacher)
     metrics["teacher"].update(_stage_info(run, "teacher"))
-    arrays = np.load(run.cache_dir / f"teacher-{run.teacher_key}" /
-                     f"eval-{config_key(run.teacher_key, recipe.eval)}" / "samples.npz")
+    arrays = run.teacher_samples()
     teacher_videos = arrays["teacher"]
     student, key = run.ode_init(teacher)
     metrics["ode_init"] = run.evaluate_student("ode_init", student, key, teacher_videos)

@@ -25,11 +25,14 @@ from selfforcing.models.text_encoder import TextEncoder
 
 
 def world_for(config: PlatformConfig) -> ToyWorldConfig:
-    """The toy world whose frames and latents match the platform config's video and codec."""
+    """The toy world whose frames and latents match the platform config's video and codec.
+
+    Its ``frames_per_chunk`` (3) is the evaluation's chunk, whatever the generator's chunking: a
+    frame-wise model is then measured per 3 frames too, so the per-chunk curves are comparable.
+    """
     v = config.video
     world = ToyWorldConfig(
-        height=v.height, width=v.width, num_frames=v.num_frames, frames_per_chunk=v.frames_per_chunk,
-        latent_factor=config.vae.spatial_compression,
+        height=v.height, width=v.width, num_frames=v.num_frames, latent_factor=config.vae.spatial_compression,
     )
     if world.latent_channels != config.model.in_dim:
         raise ValueError(
