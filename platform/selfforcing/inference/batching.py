@@ -8,9 +8,11 @@ itself is produced by the same ``rollout`` loop as every other generation path.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..forcing.rollout import NoiseSource, RolloutConfig, rollout
@@ -27,6 +29,60 @@ class _Stream:
     chunk_index: int = 0
     frame_start: int = 0
     started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class ParkedStream:
+    """A stream taken out of the batch (paused) with its cache row, to be put back by ``unpark``."""
+
+    stream: _Stream
+    k: torch.Tensor | None  # [layers, tokens, heads, head_dim] of its cache row (None before chunk 0)
+    v: torch.Tensor | None
+    frames_written: int
+
+    @property
+    def stream_id(self) -> str:
+        return self.stream.stream_id
+
+
+def _decode_group(decoder: object) -> tuple | None:
+    """Decoders with equal keys hold caches of equal structure and can decode one batched call; None
+    means "decode alone" (a decoder whose state is not a list of per-conv activations)."""
+    cache = getattr(decoder, "_cache", None)
+    if not isinstance(cache, list) or not hasattr(decoder, "_first"):
+        return None
+    shapes = tuple(tuple(c.shape[1:]) if torch.is_tensor(c) else repr(c) for c in cache)
+    return (type(decoder), decoder._first, shapes)
+
+
+def decode_rows(decoders: list[object], latents: torch.Tensor) -> list[np.ndarray]:
+    """Decode row i of ``latents`` [B, k, C, h, w] with ``decoders[i]``; rows whose decoders are in the
+    same phase share one VAE call (their causal caches are concatenated, then split back).
+
+    Why: on small models the VAE decode, not the DiT, dominates a chunk, so batching only the DiT calls
+    leaves most of the per-stream cost in place. Each decoder's state afterwards is what decoding its
+    row alone would leave (the convolutions and norms act per sample).
+    """
+    out: list[np.ndarray | None] = [None] * len(decoders)
+    groups: dict[object, list[int]] = {}
+    for row, dec in enumerate(decoders):
+        key = _decode_group(dec)
+        groups.setdefault(key if key is not None else ("solo", row), []).append(row)
+    for rows in groups.values():
+        if len(rows) == 1:
+            out[rows[0]] = frames_to_uint8(decoders[rows[0]].decode_chunk(latents[rows[0] : rows[0] + 1]))
+            continue
+        members = [decoders[r] for r in rows]
+        merged = copy.copy(members[0])
+        merged._cache = [torch.cat([m._cache[i] for m in members]) if torch.is_tensor(c) else c
+                         for i, c in enumerate(members[0]._cache)]
+        merged._batch = None
+        frames = frames_to_uint8(merged.decode_chunk(latents[rows]))
+        for j, (row, dec) in enumerate(zip(rows, members, strict=True)):
+            dec._cache = [c[j : j + 1] if torch.is_tensor(c) else c for c in merged._cache]
+            dec._first, dec._batch = merged._first, 1
+            out[row] = frames[j : j + 1]
+    return out  # type: ignore[return-value]
 
 
 class ChunkBatcher:
@@ -95,6 +151,30 @@ class ChunkBatcher:
         self.streams = [self.streams[i] for i in keep]
         self._text = None
 
+    def park(self, stream_id: str) -> ParkedStream:
+        """Take a stream out of the batch (a paused viewer costs no compute) keeping its cache row,
+        noise generator and decoder, so ``unpark`` continues it exactly where it stopped."""
+        s = self._find(stream_id)
+        row = self.streams.index(s)
+        k = v = None
+        if self.cache.k is not None:
+            k, v = self.cache.k[:, row].clone(), self.cache.v[:, row].clone()
+        parked = ParkedStream(s, k, v, self.cache.row_frames[row])
+        self.remove(stream_id)
+        return parked
+
+    def unpark(self, parked: ParkedStream) -> None:
+        """Put a parked stream back; it joins the next step at the position where it was parked."""
+        if self.has(parked.stream_id):
+            raise ValueError(f"stream {parked.stream_id!r} already exists")
+        row = self.cache.add_row()
+        if parked.k is not None:
+            self.cache.k[:, row] = parked.k
+            self.cache.v[:, row] = parked.v
+        self.cache.row_frames[row] = parked.frames_written
+        self.streams.append(parked.stream)
+        self._text = None
+
     def _find(self, stream_id: str) -> _Stream:
         for s in self.streams:
             if s.stream_id == stream_id:
@@ -120,14 +200,15 @@ class ChunkBatcher:
                     self.pipe.schedule, noise, self.cache)
         )
         starts = chunk.start_frame if isinstance(chunk.start_frame, list) else [chunk.start_frame] * len(self)
+        decoded: list[np.ndarray | None] = [None] * len(self.streams)
+        if self.decode:
+            with torch.no_grad():
+                decoded = decode_rows([s.decoder for s in self.streams], chunk.latents)
+        now = time.perf_counter()
         out: list[tuple[str, VideoChunk]] = []
         for row, s in enumerate(self.streams):
             latents = chunk.latents[row : row + 1]
-            frames = None
-            if s.decoder is not None:
-                with torch.no_grad():
-                    frames = frames_to_uint8(s.decoder.decode_chunk(latents))
-            now = time.perf_counter()
+            frames = decoded[row]
             out.append((s.stream_id, VideoChunk(
                 index=s.chunk_index, latent_start=starts[row], latents=latents, frames=frames,
                 frame_start=s.frame_start, seconds=now - start, elapsed=now - s.started,

@@ -6,23 +6,29 @@ generator deployments (handles) and the job store. Every error leaves as OpenAI'
 
 
 import asyncio
+import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .batch_loop import Overloaded
 from .deployments import JobStoreClient
 from .encoders import make_encoder
 from .errors import APIError, error_body, invalid, overloaded
 from .httputil import check_bearer, parse_body
+from .live import LiveLimits, LiveSession
+from .live_backend import ServeLiveBackend, WebSocketTransport
 from .schemas import (
     ErrorResponse,
     ModelCard,
@@ -48,6 +54,7 @@ class IngressSettings:
     retry_after_s: float = 2.0  # the Retry-After of 503 answers
     api_key: str | None = None  # bearer token required on /v1 when set ...
     api_key_env: str = "SELFFORCING_API_KEY"  # ... or when this variable is set in the replica
+    session_idle_timeout_s: float = 60.0  # a live session with no client message this long is closed
 
 
 def _body_schema(model: type) -> dict[str, Any]:
@@ -94,7 +101,16 @@ async def _internal_error(request: Request, err: Exception) -> JSONResponse:
 
 
 def _is_overload(exc: BaseException) -> bool:
-    return isinstance(exc, BackPressureError) or "BackPressureError" in type(exc).__name__
+    """Serve's queue limit (BackPressureError) or a replica whose batch rows and queue are full
+    (``Overloaded``, raised in the replica and re-raised here wrapped in a RayTaskError)."""
+    if isinstance(exc, BackPressureError | Overloaded):
+        return True
+    return any(name in type(exc).__name__ or name in str(exc).split("\n")[0]
+               for name in ("BackPressureError", "Overloaded"))
+
+
+def _page() -> str:
+    return resources.files("selfforcing.serving").joinpath("static/index.html").read_text()
 
 
 @serve.deployment(name="VideoAPI", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=100)
@@ -114,6 +130,9 @@ class VideoAPI:
     # -- helpers ---------------------------------------------------------------------------------------
     async def _authorized_validator(self, request: Request) -> RequestValidator:
         check_bearer(request.headers.get("authorization"), self.api_key)
+        return await self._get_validator()
+
+    async def _get_validator(self) -> RequestValidator:
         if self._validator is None:
             info = ModelInfo.model_validate(await self.text_encoder.info.remote())
             self._validator = RequestValidator(info, self.settings.limits)
@@ -128,6 +147,12 @@ class VideoAPI:
         """Text embedding, then a streaming call to a generator replica (raises BackPressureError)."""
         text = await self.text_encoder.encode.remote(spec["prompt"])
         return self.generator.options(stream=True).stream.remote(spec, text)
+
+    # -- page ------------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> HTMLResponse:
+        """The live player: prompt box, canvas, prompt switch, per-chunk latency (plain HTML + JS)."""
+        return HTMLResponse(_page(), headers={"Cache-Control": "no-store"})
 
     # -- health and models -----------------------------------------------------------------------------
     @app.get("/healthz", summary="Liveness and the served model")
@@ -229,3 +254,26 @@ class VideoAPI:
         body = stream_bytes(first, chunks, encoder, header, started, deadline, lambda: cancel_quietly(chunks))
         return StreamingResponse(body, media_type=encoder.media_type, headers={
             "Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Video-Seed": str(spec.seed)})
+
+    # -- live sessions (WebSocket) ---------------------------------------------------------------------
+    @app.websocket("/v1/videos/live")
+    async def live(self, ws: WebSocket) -> None:
+        """A live session; protocol in ``live.py`` and serve/README.md. Browsers cannot set headers on
+        a WebSocket, so the API key may also come as ``?api_key=``."""
+        await ws.accept()
+        transport = WebSocketTransport(ws)
+        try:
+            token = ws.headers.get("authorization") or (
+                f"Bearer {ws.query_params['api_key']}" if "api_key" in ws.query_params else None)
+            check_bearer(token, self.api_key)
+            validator = await self._get_validator()
+        except APIError as err:
+            await transport.send_text(json.dumps({"type": "error", **err.body()}))
+            await transport.close(1008 if err.status == 401 else 1011)
+            return
+        info = validator.info
+        model = {"model": info.id, "size": info.size, "fps": info.fps,
+                 "pixel_frames_per_chunk": info.pixel_frames_per_chunk}
+        backend = ServeLiveBackend(self.text_encoder, self.generator, _is_overload, self.settings.retry_after_s)
+        limits = LiveLimits(self.settings.limits.max_prompt_chars, self.settings.session_idle_timeout_s)
+        await LiveSession(transport, backend, limits, lambda: secrets.randbelow(2**31), model).run()
