@@ -39,8 +39,7 @@ class EvalSet:
         captions = data.captions[: budget.max_captions]
         prompts = [c for c in captions for _ in range(budget.seeds_per_caption)]
         seeds = [budget.seed + i for i in range(len(prompts))]
-        real = data.batch(len(prompts), np.random.default_rng(budget.seed))
-        return cls(prompts, seeds, data.decode(real.latents))
+        return cls(prompts, seeds, data.render_captions(prompts, np.random.default_rng(budget.seed)))
 
 
 def measure(

@@ -7,7 +7,7 @@ dozen captions, so every embedding is computed once and looked up afterwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from selfforcing.data.toyworld import (
     Scenes,
     ToyWorldConfig,
     caption_combinations,
+    parse_caption,
     render,
     sample_scenes,
 )
@@ -92,6 +93,14 @@ class ToyData:
         prompts = [self.negative_prompt if d else c for c, d in zip(captions, drop, strict=True)]
         latents = self.codec.encode(videos).to(self.device)
         return Batch(latents, self.embed(prompts), scenes, captions)
+
+    def render_captions(self, prompts: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+        """uint8 videos [N, T, H, W, 3] showing exactly the captioned scenes, from random start cells."""
+        rows, cols = self.world.grid
+        scenes = [parse_caption(p, self.world) for p in prompts]
+        starts = np.stack([rng.integers(0, rows, len(scenes)), rng.integers(0, cols, len(scenes))], axis=1)
+        placed = [replace(s, start=(int(r), int(c))) for s, (r, c) in zip(scenes, starts, strict=True)]
+        return render(Scenes.from_list(placed, self.world), self.world.num_frames)
 
     def latent_shape(self, frames: int) -> tuple[int, int, int, int]:
         """(F, C, h, w) of ``frames`` latent frames."""
