@@ -246,8 +246,8 @@ class BatchLoop:
         out = []
         with torch.no_grad():
             for batcher in list(self.batchers):
-                if len(batcher):
-                    out += [(sid, chunk, len(batcher)) for sid, chunk in batcher.step()]
+                if n := len(batcher):  # before the step: finished streams leave during it
+                    out += [(sid, chunk, n) for sid, chunk in batcher.step()]
         return out
 
     async def _run(self) -> None:

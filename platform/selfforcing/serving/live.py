@@ -38,7 +38,7 @@ class StartMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["start"]
-    prompt: str = Field(min_length=1)
+    prompt: str
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     format: Literal["jpeg", "mp4"] = "jpeg"
     max_chunks: int | None = Field(None, ge=1, description="stop after this many chunks (default: never)")
@@ -260,7 +260,13 @@ class LiveSession:
                 self.seconds.append(item.get("seconds") or 0.0)
                 self.last_cache_nbytes = item.get("cache_nbytes")
             else:
-                await self.send({"type": "done", "chunks": self.sent})
+                # fMP4: the encoder holds back its last frames until closed; they follow "done".
+                tail = await asyncio.to_thread(mp4.footer, {}) if mp4 is not None else b""
+                async with self._send_lock:
+                    await self.ws.send_text(json.dumps({"type": "done", "chunks": self.sent,
+                                                        "messages": int(bool(tail))}))
+                    if tail:
+                        await self.ws.send_bytes(tail)
         except (Disconnected, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - tell the client, keep the connection
