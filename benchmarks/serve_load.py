@@ -59,7 +59,7 @@ def deploy(names: list[str], preset: str, max_streams: int) -> str:
 async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, seed: int, frames: int) -> dict:
     """Time to first chunk, to the whole video, and frames received (no JPEG decoding: client cost ~0)."""
     start = time.perf_counter()
-    first, got = None, 0
+    first, got, steps = None, 0, []
     body = {"prompt": prompt, "num_frames": frames, "seed": seed, "format": "ndjson"}
     async with client.stream("POST", f"{url}/v1/videos/stream", json=body) as r:
         if r.status_code != 200:
@@ -69,9 +69,10 @@ async def one_stream(client: httpx.AsyncClient, url: str, prompt: str, seed: int
             if msg["object"] == "video.chunk":
                 first = first if first is not None else time.perf_counter() - start
                 got += msg["num_frames"]
+                steps.append(msg["seconds"])
             elif msg["object"] == "error":
                 raise RuntimeError(msg["error"])
-    return {"ttfc": first, "total": time.perf_counter() - start, "frames": got}
+    return {"ttfc": first, "total": time.perf_counter() - start, "frames": got, "steps": steps}
 
 
 async def load(url: str, n: int, frames: int) -> dict:
@@ -82,7 +83,8 @@ async def load(url: str, n: int, frames: int) -> dict:
     ttfc = sorted(r["ttfc"] for r in runs)
     return {"fps": sum(r["frames"] for r in runs) / wall, "p50": statistics.median(ttfc),
             "p95": ttfc[min(len(ttfc) - 1, round(0.95 * (len(ttfc) - 1)))],
-            "video": statistics.median(r["total"] for r in runs)}
+            "video": statistics.median(r["total"] for r in runs),
+            "step": statistics.median(s for r in runs for s in r["steps"])}
 
 
 def main() -> None:
@@ -110,7 +112,7 @@ def main() -> None:
             results[name, n] = max(runs, key=lambda r: r["fps"])
             r = results[name, n]
             print(f"  {name:>4} x{n}: {r['fps']:6.1f} fps, first chunk p50 {r['p50']:.3f} s p95 {r['p95']:.3f} s,"
-                  f" video {r['video']:.2f} s", flush=True)
+                  f" video {r['video']:.2f} s, replica step {1000 * r['step']:.0f} ms", flush=True)
 
     print("\n| streams | " + " | ".join(f"{c} fps | {c} TTFC p50 / p95 (s)" for c in args.configs)
           + " | batching speed-up (1 replica) |")

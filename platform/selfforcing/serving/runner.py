@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,27 @@ def build_generator_pipeline(loaded: LoadedSource, device: str | None = None) ->
     return VideoPipeline.from_config(
         loaded.config, checkpoint=loaded.checkpoint, which=loaded.which, device=device, text_encoder=False
     )
+
+
+def _fast_rms_norm(self, x: torch.Tensor) -> torch.Tensor:
+    """diffusers' ``WanRMS_norm.forward`` with the L2 norm written out: ``F.normalize`` over the channel
+    dim of a [B, C, T, H, W] tensor takes a slow strided path on CPU (~20x slower; 40% of a decode)."""
+    y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    dim = 1 if self.channel_first else -1
+    normalized = (y / y.square().sum(dim, keepdim=True).sqrt().clamp_min(1e-12)).to(x.dtype)
+    return normalized * self.scale * self.gamma + self.bias
+
+
+def speed_up_vae_norms(module: torch.nn.Module) -> int:
+    """Swap every Wan VAE RMS norm's forward for ``_fast_rms_norm`` (same result up to float rounding,
+    <= 1.2e-7 here); returns how many. Applied from outside so the model code stays as it is; it belongs
+    in ``models/vae.py`` eventually."""
+    count = 0
+    for m in module.modules():
+        if type(m).__name__ == "WanRMS_norm" and hasattr(m, "channel_first"):
+            m.forward = types.MethodType(_fast_rms_norm, m)
+            count += 1
+    return count
 
 
 def model_info(loaded: LoadedSource) -> ModelInfo:
