@@ -259,5 +259,10 @@ def test_page_plays_the_stream_and_switches_prompt_in_headless_chromium(live_ser
             shutil.copy(shot, keep)
         driver.find_element(By.ID, "stop").click()
         WebDriverWait(driver, 10).until(lambda d: text("status") == "closed")
+    except Exception:
+        state = driver.execute_script("return [document.getElementById('log').innerText, "
+                                      "document.body.innerText]")
+        print("\npage state at failure:", state)
+        raise
     finally:
         driver.quit()

@@ -144,6 +144,7 @@ class GeneratorDeployment:
                                "batching": self.settings.batching}}
             async for item in handle:
                 item["cache_nbytes"] = self.loop.stats()["cache_nbytes"]
+                self._control_queue()  # restarts the pump if the session that started it has ended
                 yield item
                 if "error" in item:
                     return
@@ -157,6 +158,10 @@ class GeneratorDeployment:
             from ray.util.queue import Queue
 
             self._control = Queue(actor_options={"num_cpus": 0})
+        if self._pump is None or self._pump.done():
+            # Started from a request, the pump is cancelled with it when that request ends (Serve
+            # cancels what a cancelled request spawned): running sessions restart it every chunk;
+            # messages wait in the queue actor meanwhile.
             self._pump = asyncio.get_running_loop().create_task(self._apply_controls())
         return self._control
 
