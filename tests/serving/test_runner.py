@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -13,9 +11,6 @@ from selfforcing.inference.pipeline import VideoPipeline
 from selfforcing.models.factory import build_dit, save_generator
 from selfforcing.serving.model_source import ModelSourceArgs, load_source
 from selfforcing.serving.runner import (
-    Cancelled,
-    GenerationTimeout,
-    GeneratorRunner,
     TextEncoderRunner,
     build_generator_pipeline,
     model_info,
@@ -29,7 +24,7 @@ CPU = ["runtime.device=cpu"]
 def tiny():
     loaded = load_source(ModelSourceArgs(config_overrides=CPU, default_model_uri=None))
     info = model_info(loaded)
-    return loaded, GeneratorRunner(build_generator_pipeline(loaded), info), TextEncoderRunner(loaded)
+    return loaded, build_generator_pipeline(loaded), info, TextEncoderRunner(loaded)
 
 
 def spec(num_frames: int = 21, seed: int = 3) -> dict:
@@ -37,33 +32,20 @@ def spec(num_frames: int = 21, seed: int = 3) -> dict:
 
 
 def test_preset_source_and_info(tiny):
-    loaded, runner, _ = tiny
+    loaded, pipeline, info, _ = tiny
     assert (loaded.model_id, loaded.source, loaded.checkpoint) == ("selfforcing-tiny", "preset:tiny", None)
-    assert runner.info.size == "48x32" and runner.info.frames_per_chunk == 3
+    assert info.size == "48x32" and info.frames_per_chunk == 3
+    assert pipeline.text_encoder is None  # generator replicas get embeddings from the encoder service
 
 
-def test_runner_with_separate_text_encoder_matches_the_pipeline(tiny):
-    """Embeddings from the text-encoder deployment + the runner == the all-in-one pipeline."""
-    loaded, runner, encoder = tiny
-    chunks = list(runner.chunks(spec(), encoder.encode(["a red ball"])))
-    assert [c["frames"].shape[0] for c in chunks] == [9, 12]
-    assert chunks[-1]["num_chunks"] == 2 and chunks[1]["frame_start"] == 9
+def test_separate_text_encoder_and_generator_match_the_pipeline(tiny):
+    """Embeddings from the text-encoder deployment + a generator-only pipeline == the all-in-one pipeline."""
+    loaded, pipeline, _, encoder = tiny
+    text = torch.from_numpy(np.asarray(encoder.encode(["a red ball"]), dtype=np.float32))
+    chunks = list(pipeline.stream("a red ball", 21, 3, text_embeddings=text))
+    assert [c.frames.shape[1] for c in chunks] == [9, 12] and chunks[1].frame_start == 9
     reference = VideoPipeline.from_config(loaded.config).generate("a red ball", 21, 3).frames[0]
-    np.testing.assert_array_equal(np.concatenate([c["frames"] for c in chunks]), reference)
-
-
-def test_stop_and_time_limit_between_chunks(tiny):
-    _, runner, encoder = tiny
-    text = encoder.encode(["x"])
-    stop = threading.Event()
-    chunks = runner.chunks(spec(45), text, stop)
-    next(chunks)
-    stop.set()
-    with pytest.raises(Cancelled):
-        next(chunks)
-    slow = GeneratorRunner(runner.pipeline, runner.info, timeout_s=0.0)
-    with pytest.raises(GenerationTimeout, match="after chunk 1/4"):
-        list(slow.chunks(spec(45), text))
+    np.testing.assert_array_equal(np.concatenate([c.frames[0] for c in chunks]), reference)
 
 
 def test_registry_default_and_fallback(tmp_path, monkeypatch):

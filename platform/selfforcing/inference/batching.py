@@ -8,7 +8,6 @@ itself is produced by the same ``rollout`` loop as every other generation path.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -45,42 +44,22 @@ class ParkedStream:
         return self.stream.stream_id
 
 
-def _decode_group(decoder: object) -> tuple | None:
-    """Decoders with equal keys hold caches of equal structure and can decode one batched call; None
-    means "decode alone" (a decoder whose state is not a list of per-conv activations)."""
-    cache = getattr(decoder, "_cache", None)
-    if not isinstance(cache, list) or not hasattr(decoder, "_first"):
-        return None
-    shapes = tuple(tuple(c.shape[1:]) if torch.is_tensor(c) else repr(c) for c in cache)
-    return (type(decoder), decoder._first, shapes)
-
-
-def decode_rows(decoders: list[object], latents: torch.Tensor) -> list[np.ndarray]:
-    """Decode row i of ``latents`` [B, k, C, h, w] with ``decoders[i]``; rows whose decoders are in the
-    same phase share one VAE call (their causal caches are concatenated, then split back).
+def decode_rows(decoders: list, latents: torch.Tensor) -> list[np.ndarray]:
+    """Decode row i of ``latents`` [B, k, C, h, w] with ``decoders[i]``; rows whose decoders share a
+    ``batch_key`` (same VAE and phase) go through one ``decode_many`` call.
 
     Why: on small models the VAE decode, not the DiT, dominates a chunk, so batching only the DiT calls
-    leaves most of the per-stream cost in place. Each decoder's state afterwards is what decoding its
-    row alone would leave (the convolutions and norms act per sample).
+    leaves most of the per-stream cost in place.
     """
     out: list[np.ndarray | None] = [None] * len(decoders)
     groups: dict[object, list[int]] = {}
     for row, dec in enumerate(decoders):
-        key = _decode_group(dec)
+        key = dec.batch_key()
         groups.setdefault(key if key is not None else ("solo", row), []).append(row)
     for rows in groups.values():
-        if len(rows) == 1:
-            out[rows[0]] = frames_to_uint8(decoders[rows[0]].decode_chunk(latents[rows[0] : rows[0] + 1]))
-            continue
         members = [decoders[r] for r in rows]
-        merged = copy.copy(members[0])
-        merged._cache = [torch.cat([m._cache[i] for m in members]) if torch.is_tensor(c) else c
-                         for i, c in enumerate(members[0]._cache)]
-        merged._batch = None
-        frames = frames_to_uint8(merged.decode_chunk(latents[rows]))
-        for j, (row, dec) in enumerate(zip(rows, members, strict=True)):
-            dec._cache = [c[j : j + 1] if torch.is_tensor(c) else c for c in merged._cache]
-            dec._first, dec._batch = merged._first, 1
+        frames = frames_to_uint8(type(members[0]).decode_many(members, latents[rows]))
+        for j, row in enumerate(rows):
             out[row] = frames[j : j + 1]
     return out  # type: ignore[return-value]
 

@@ -21,7 +21,7 @@ from .batch_loop import BatchLoop, Overloaded
 from .errors import APIError
 from .jobs import JobStore
 from .model_source import ModelSourceArgs, load_source
-from .runner import TextEncoderRunner, build_generator_pipeline, model_info, speed_up_vae_norms
+from .runner import TextEncoderRunner, build_generator_pipeline, model_info
 
 log = logging.getLogger("ray.serve")
 
@@ -87,7 +87,6 @@ class GeneratorDeployment:
         self.settings = settings or GeneratorSettings()
         self.timeout_s = timeout_s
         self.pipeline = build_generator_pipeline(loaded, device)
-        speed_up_vae_norms(self.pipeline.vae)  # the VAE decode dominates small models' chunk time
         # The window covers the longest request, so a bounded video sees its whole past as it would
         # alone; live sessions roll past it in constant memory.
         window = self.settings.window_frames or self.pipeline.geometry(max_num_frames).latent_frames
