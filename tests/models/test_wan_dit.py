@@ -93,3 +93,12 @@ def test_input_errors_are_clear(tiny_model):
         tiny_model(torch.randn(1, 3, 5, 4, 6, dtype=torch.float64), torch.zeros(1, 3), torch.zeros(1, 4, 32))
     with pytest.raises(ValueError, match="more than text_len"):
         tiny_model(torch.randn(1, 3, 4, 4, 6, dtype=torch.float64), torch.zeros(1, 3), torch.zeros(1, 17, 32))
+
+
+def test_init_weights_starts_from_zero_flow():
+    torch.manual_seed(0)
+    model = WanDiT(load_config("tiny").model).init_weights()
+    out = model(torch.randn(1, 3, 4, 4, 6), torch.full((1, 3), 500.0), torch.randn(1, 16, 32))
+    assert torch.count_nonzero(out) == 0
+    assert model.blocks[0].self_attn.q.bias.abs().sum() == 0
+    assert model.time_embedding[0].weight.std() < 0.03

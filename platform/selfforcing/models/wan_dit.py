@@ -187,6 +187,23 @@ class WanDiT(nn.Module):
 
         return load_wan_dit(path, which=which, **kwargs)
 
+    @torch.no_grad()
+    def init_weights(self) -> WanDiT:
+        """Wan's initialisation for training from scratch: xavier-uniform linears and patch embedding,
+        N(0, 0.02) text/time embeddings, zero biases and a zero output head (so training starts from a
+        model predicting zero flow). Loaded checkpoints never need it."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        for m in [*self.text_embedding.modules(), *self.time_embedding.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+        return self
+
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.gradient_checkpointing = enabled
 
