@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Serve marks its HTTP proxy unhealthy after 3 missed 10 s health checks and kills it; on a loaded
+# 2-core CI machine a busy replica can starve the proxy that long, and every later request is refused.
+# Generous limits for tests only (Serve's actors inherit this environment from the driver).
+os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
+os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", "30")
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 
 
 @pytest.fixture(scope="session")
