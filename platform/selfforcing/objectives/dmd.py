@@ -77,6 +77,12 @@ class DMDScorer:
             )
         return fake, real
 
+    def gradient(
+        self, x: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor, mask: torch.Tensor | None
+    ) -> ScoreResult:
+        """The loss's dL/dx given both scores' predictions (what SiD changes)."""
+        return dmd_gradient(x, x0_fake, x0_real, mask)
+
     def draw(self, x: torch.Tensor, meta: SampleMeta | None = None) -> NoisyDraw:
         return draw_noisy(x, self.schedule, self.generator, self.min_t, self.max_t, meta, self.ts_schedule)
 
@@ -87,7 +93,7 @@ class DMDScorer:
         x = x.detach()
         draw = draw if draw is not None else self.draw(x, meta)
         fake, real = self.predictions(x, cond, draw)
-        result = dmd_gradient(x, fake, real, None if meta is None else meta.grad_mask)
+        result = self.gradient(x, fake, real, None if meta is None else meta.grad_mask)
         result.grad = result.grad.to(x.dtype)
         result.metrics["score_t_mean"] = float(draw.t.float().mean())
         return result

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..diffusion.schedule import FlowMatchSchedule
-from .base import Conditioning, NoisyDraw, SampleMeta, ScoreResult, mask_weights, per_sample_mean_abs
+from .base import ScoreResult, mask_weights, per_sample_mean_abs
 from .dmd import DMDScorer
 from .registry import ScoreNetworks, register_objective
 
@@ -46,16 +46,10 @@ class SiDScorer(DMDScorer):
         super().__init__(*args, **kwargs)
         self.alpha = alpha
 
-    def score_gradient(
-        self, x: torch.Tensor, cond: Conditioning, meta: SampleMeta | None = None, draw: NoisyDraw | None = None
+    def gradient(
+        self, x: torch.Tensor, x0_fake: torch.Tensor, x0_real: torch.Tensor, mask: torch.Tensor | None
     ) -> ScoreResult:
-        x = x.detach()
-        draw = draw if draw is not None else self.draw(x, meta)
-        fake, real = self.predictions(x, cond, draw)
-        result = sid_gradient(x, fake, real, self.alpha, None if meta is None else meta.grad_mask)
-        result.grad = result.grad.to(x.dtype)
-        result.metrics["score_t_mean"] = float(draw.t.float().mean())
-        return result
+        return sid_gradient(x, x0_fake, x0_real, self.alpha, mask)
 
 
 @register_objective("sid")
