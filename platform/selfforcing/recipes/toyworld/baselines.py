@@ -9,7 +9,6 @@ same 4-step KV-cached rollout as the students, so they face the exposure bias Se
 from __future__ import annotations
 
 import copy
-import time
 from typing import Literal
 
 import numpy as np
@@ -21,6 +20,7 @@ from selfforcing.config.schema import StrictModel
 from selfforcing.forcing import diffusion_forcing_loss, teacher_forcing_loss
 from selfforcing.models.wan_dit import WanDiT
 
+from .fit import fit
 from .progress import Progress
 from .teacher import schedule_of
 from .world import ToyData
@@ -49,20 +49,12 @@ def train_baseline(
     rng = np.random.default_rng(budget.seed)
     gen = torch.Generator().manual_seed(budget.seed)
     progress = Progress(budget.kind, budget.steps, quiet=quiet)
-    deadline = None if budget.max_minutes is None else time.perf_counter() + 60 * budget.max_minutes
-    losses: list[float] = []
-    step = 0
-    for step in range(budget.steps):
+    schedule = schedule_of(config)
+
+    def step_loss(step: int) -> torch.Tensor:
         batch = data.batch(budget.batch_size, rng)
-        loss, _ = loss_fn(model, batch.latents, batch.text, schedule_of(config), config.video.frames_per_chunk, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.update(step, loss=float(np.mean(losses[-20:])))
-        if deadline is not None and time.perf_counter() > deadline:
-            progress.note(f"time budget reached after {step + 1} steps")
-            break
-    stats = {"steps": step + 1, "final_loss": float(np.mean(losses[-20:])), "seconds": progress.elapsed}
+        return loss_fn(model, batch.latents, batch.text, schedule, config.video.frames_per_chunk, gen)[0]
+
+    steps, final = fit(model, opt, budget.steps, budget.max_minutes, progress, step_loss)
+    stats = {"steps": steps, "final_loss": final, "seconds": progress.elapsed}
     return model.eval().requires_grad_(False), stats

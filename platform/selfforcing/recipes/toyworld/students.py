@@ -33,6 +33,7 @@ from selfforcing.training import (
 )
 
 from .config import ODEInitBudget, SelfForcingBudget
+from .fit import fit
 from .progress import Progress
 from .teacher import schedule_of
 from .world import ToyData
@@ -84,28 +85,20 @@ def train_ode_init(
     opt = torch.optim.AdamW(student.parameters(), lr=budget.lr, betas=(0.9, 0.999), weight_decay=0.01)
     gen = torch.Generator().manual_seed(budget.seed)
     progress = Progress("ode_init", budget.steps, quiet=quiet)
-    deadline = None if budget.max_minutes is None else time.perf_counter() + 60 * budget.max_minutes
-    losses: list[float] = []
-    step = 0
-    for step in range(budget.steps):
+    schedule = schedule_of(config)
+
+    def step_loss(step: int) -> torch.Tensor:
         idx = torch.randint(len(prompts), (budget.batch_size,), generator=gen)
         text = data.embed([prompts[i] for i in idx.tolist()])
-        loss, _ = ode_regression_loss(
-            student, pairs.states[idx], pairs.timesteps, pairs.target[idx], text, schedule_of(config),
+        return ode_regression_loss(
+            student, pairs.states[idx], pairs.timesteps, pairs.target[idx], text, schedule,
             config.video.frames_per_chunk, gen,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.update(step, loss=float(np.mean(losses[-20:])))
-        if deadline is not None and time.perf_counter() > deadline:
-            progress.note(f"time budget reached after {step + 1} steps")
-            break
+        )[0]
+
+    steps, final = fit(student, opt, budget.steps, budget.max_minutes, progress, step_loss)
     stats = {
-        "pairs": len(prompts), "pair_seconds": pair_seconds, "steps": step + 1,
-        "final_loss": float(np.mean(losses[-20:])), "seconds": time.perf_counter() - start,
+        "pairs": len(prompts), "pair_seconds": pair_seconds, "steps": steps,
+        "final_loss": final, "seconds": time.perf_counter() - start,
     }
     return student.eval(), stats
 

@@ -9,7 +9,6 @@ density the shifted Euler sampler visits. The saved weights are an EMA, as for W
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ from selfforcing.training.config import EMAConfig
 from selfforcing.training.ema import EMA
 
 from .config import TeacherBudget
+from .fit import fit
 from .progress import Progress
 from .world import ToyData
 
@@ -54,30 +54,25 @@ def train_teacher(
     rng = np.random.default_rng(budget.seed)
     gen = torch.Generator().manual_seed(budget.seed)
     progress = Progress("teacher", budget.steps, quiet=quiet)
-    deadline = None if budget.max_minutes is None else time.perf_counter() + 60 * budget.max_minutes
-    losses: list[float] = []
-    step = 0
-    for step in range(budget.steps):
+
+    def set_lr(step: int) -> None:
         for group in opt.param_groups:
             group["lr"] = budget.lr * lr_factor(step, budget)
+
+    def step_loss(step: int) -> torch.Tensor:
         batch = data.batch(budget.batch_size, rng, budget.caption_dropout)
         b, f = batch.latents.shape[:2]
         u = torch.rand(b, 1, generator=gen, dtype=torch.float64)
         t = schedule.timestep(schedule.shift_sigma(u)).float().expand(b, f).to(data.device)
         noise = torch.randn(batch.latents.shape, generator=gen).to(data.device)
-        loss = flow_matching_loss(model, batch.latents, batch.text, t, noise, schedule)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model, step)
-        losses.append(float(loss.detach()))
-        progress.update(step, loss=float(np.mean(losses[-50:])), lr=opt.param_groups[0]["lr"])
-        if deadline is not None and time.perf_counter() > deadline:
-            progress.note(f"time budget reached after {step + 1} steps")
-            break
+        return flow_matching_loss(model, batch.latents, batch.text, t, noise, schedule)
+
+    steps, final = fit(
+        model, opt, budget.steps, budget.max_minutes, progress, step_loss,
+        before_step=set_lr, after_step=lambda step: ema.update(model, step), window=50,
+    )
     ema.copy_to(model)
-    stats = {"steps": step + 1, "final_loss": float(np.mean(losses[-50:])), "seconds": progress.elapsed}
+    stats = {"steps": steps, "final_loss": final, "seconds": progress.elapsed}
     return model.eval(), stats
 
 
