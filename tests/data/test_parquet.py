@@ -86,8 +86,9 @@ def test_toyworld_latents_and_prompts_datasets(tmp_path):
     lat = parquet.read_latents(write_toyworld_dataset(tmp_path / "l.parquet", 5, config, 1, kind="latents"))
     videos, _ = read_toyworld_videos(write_toyworld_dataset(tmp_path / "v.parquet", 5, config, 1), config)
     z = lat.stack()
-    assert z.shape == (5, 12, 12, 10, 10)
-    assert np.array_equal(PixelUnshuffleLatents(2).decode_uint8(z), videos)
+    assert z.shape == (5, 12, 12, 5, 5)
+    assert np.array_equal(PixelUnshuffleLatents(2, config.latent_scale).decode_uint8(z), videos)
+    assert 0.5 < float(z.std()) < 2.0  # the world's latent_scale makes them ~unit variance
     prompts = parquet.read_prompts(write_toyworld_dataset(tmp_path / "p.parquet", 5, config, 1, kind="prompts"))
     assert prompts.prompts == lat.prompts and set(prompts.extra) >= {"colour", "direction", "start_row"}
     with pytest.raises(ValueError, match="unknown dataset kind"):

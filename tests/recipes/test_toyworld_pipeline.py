@@ -12,7 +12,7 @@ from PIL import Image
 from selfforcing.cli import main
 from selfforcing.inference.video_io import read_video
 from selfforcing.recipes.toyworld import RecipeConfig, config_key
-from selfforcing.recipes.toyworld.report import contact_sheet, markdown_table
+from selfforcing.recipes.toyworld.report import contact_sheet, display_scale, markdown_table, upscale
 from selfforcing.recipes.toyworld.stages import StageRunner
 
 STAGES = ("teacher", "ode_init", "self_forcing")
@@ -47,6 +47,9 @@ def test_reports_render(tmp_path: Path):
     video = np.zeros((6, 20, 20, 3), dtype=np.uint8)
     path = contact_sheet({"a": video, "b": video[:3]}, tmp_path / "sheet.png", scale=2)
     assert Image.open(path).size[1] == 2 * (20 * 2 + 2)
+    big = upscale(video, 3)
+    assert big.shape == (6, 60, 60, 3) and np.array_equal(big[:, ::3, ::3], video)
+    assert display_scale(10) * 10 >= 48 and display_scale(200) == 1
     table = markdown_table({"teacher": {"fidelity": 0.5}, "student": {"fidelity": 0.4}})
     assert "| fidelity | 0.500 | 0.400 |" in table
 
@@ -71,7 +74,8 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path: Path):
     assert Image.open(out / "contact_sheet.png").size[0] > 0
     for name in ("teacher", "ode_init", "self_forcing", "self_forcing_extrap"):
         frames = read_video(out / "videos" / f"{name}_0.mp4")
-        assert frames.shape[1:] == (20, 20, 3)
+        side = 10 * display_scale(10)  # the toy preset's 10x10 frames, upscaled for viewing
+        assert frames.shape[1:] == (side, side, 3)
     assert read_video(out / "videos" / "self_forcing_extrap_0.mp4").shape[0] == quick.extrapolate_frames
 
     # A rerun trains and samples nothing: every stage is a cache hit.

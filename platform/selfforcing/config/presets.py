@@ -26,13 +26,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         "video": dict(height=32, width=48, num_frames=21, frames_per_chunk=3, fps=8),
     },
-    # The embedded default world (selfforcing.data.toyworld): 20x20 RGB frames, an exact 2x
-    # pixel-unshuffle latent (12 x 10 x 10, no temporal compression), one DiT token per 4x4-pixel cell,
-    # 12-frame videos in chunks of 3. Small enough to train a teacher and distil it on a CPU.
+    # The embedded default world (selfforcing.data.toyworld): 10x10 RGB frames, an exact 2x
+    # pixel-unshuffle latent (12 x 5 x 5, no temporal compression) scaled to unit variance, one DiT
+    # token per 2x2-pixel cell (patch 1x1x1: 12 values per token against a width of 64), 12-frame videos
+    # in chunks of 3. RoPE theta 10 instead of Wan's 10000: Wan's base spreads its frequencies over 1024
+    # positions, so on a 5-cell grid only the fastest pair per axis tells neighbouring cells apart
+    # (measured: temporal linking doubled with theta 10). docs/results/toyworld.md has the experiments.
     "toy": {
         "model": dict(
             dim=64, ffn_dim=128, freq_dim=64, in_dim=12, out_dim=12, num_heads=2, num_layers=4,
-            patch_size=(1, 2, 2), text_len=8, text_dim=32,
+            patch_size=(1, 1, 1), text_len=8, text_dim=32, rope_theta=10.0,
         ),
         "text_encoder": dict(
             max_length=8, d_model=32, num_layers=2, num_heads=2, d_ff=64,
@@ -41,8 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "left", "right", "up", "down", "slowly", "quickly",
             ],
         ),
-        "vae": dict(kind="pixel_unshuffle", z_dim=12, temporal_compression=1, spatial_compression=2),
-        "video": dict(height=20, width=20, num_frames=12, frames_per_chunk=3, fps=8),
+        "vae": dict(
+            kind="pixel_unshuffle", z_dim=12, temporal_compression=1, spatial_compression=2, latent_scale=5.0,
+        ),
+        "video": dict(height=10, width=10, num_frames=12, frames_per_chunk=3, fps=8),
         "schedule": dict(shift=3.0),
         "generation": dict(teacher_shift=3.0, teacher_steps=24, guidance_scale=3.0),
     },

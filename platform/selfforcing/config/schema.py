@@ -78,10 +78,25 @@ class VAEConfig(StrictModel):
     z_dim: int = Field(16, gt=0, description="latent channels")
     temporal_compression: int = Field(4, gt=0, description="pixel frames per latent frame (after the first)")
     spatial_compression: int = Field(8, gt=0, description="pixels per latent pixel along each axis")
+    latent_scale: float = Field(
+        1.0, gt=0,
+        description="pixel_unshuffle only: latents = latent_scale * pixel_unshuffle(pixels). Diffusion wants "
+        "unit-variance latents (Wan's VAE normalises with its own per-channel mean/std); the toy world's "
+        "raw latents have std ~0.2, so its preset sets 5",
+    )
     # Sizes used only for a randomly initialised Wan VAE.
     base_dim: int = Field(96, gt=0, description="base width of a randomly initialised Wan VAE")
     dim_mult: list[int] = Field([1, 2, 4, 4], description="width multipliers per resolution level")
     num_res_blocks: int = Field(2, gt=0, description="residual blocks per level")
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> VAEConfig:
+        if self.kind != "pixel_unshuffle" and self.latent_scale != 1.0:
+            raise ValueError(
+                f"vae.latent_scale={self.latent_scale} applies only to kind='pixel_unshuffle'; "
+                f"kind={self.kind!r} normalises its latents itself (leave latent_scale at 1.0)"
+            )
+        return self
 
 
 class VideoConfig(StrictModel):

@@ -5,6 +5,7 @@ from .chunks import by_chunk
 from .fitting import FrameFit, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk, frechet_distance
 from .metrics import VideoAnalysis, analyse_videos, evaluate_videos
+from .posterior import posterior_flow, posterior_x0
 from .trajectory import TrajectoryFit, displacements, fit_trajectory, wrap
 
 __all__ = [
@@ -24,5 +25,7 @@ __all__ = [
     "fit_trajectory",
     "frechet_by_chunk",
     "frechet_distance",
+    "posterior_flow",
+    "posterior_x0",
     "wrap",
 ]

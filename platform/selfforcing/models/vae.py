@@ -332,12 +332,15 @@ class WanStreamingDecoder(StreamingDecoder):
 class PixelUnshuffleVAE(VideoVAE):
     """The toy world's codec: exact space-to-depth by ``spatial_compression`` f, no temporal compression.
 
-    latents = pixel_unshuffle(pixels) with ``z_dim = 3 f^2`` channels; decode is pixel_shuffle, so
-    encode/decode round-trip exactly. Frame i of the latents is frame i of the video.
+    latents = scale * pixel_unshuffle(pixels) with ``z_dim = 3 f^2`` channels; decode is pixel_shuffle of
+    latents / scale, so encode/decode round-trip exactly. Frame i of the latents is frame i of the video.
     """
 
-    def __init__(self, factor: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, factor: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> None:
         super().__init__()
+        if scale <= 0:
+            raise ValueError(f"scale={scale} must be > 0")
+        self.scale = float(scale)
         self.spatial_compression = factor
         self.temporal_compression = 1
         self.z_dim = 3 * factor**2
@@ -357,18 +360,20 @@ class PixelUnshuffleVAE(VideoVAE):
                 f"vae.temporal_compression={cfg.temporal_compression} must be 1 for pixel_unshuffle "
                 "(one latent frame per pixel frame)"
             )
-        return cls(f, dtype).to(device)
+        return cls(f, dtype, cfg.latent_scale).to(device)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, T, 3, H, W] in [-1, 1] -> latents [B, T, 3 f^2, H/f, W/f]."""
         self._check_pixels(pixels)
         x = pixels.to(self._anchor.dtype)
-        return F.pixel_unshuffle(x.flatten(0, 1), self.spatial_compression).unflatten(0, x.shape[:2])
+        z = F.pixel_unshuffle(x.flatten(0, 1), self.spatial_compression).unflatten(0, x.shape[:2])
+        return z * self.scale if self.scale != 1.0 else z
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B, T, 3 f^2, h, w] -> pixels [B, T, 3, h f, w f] (exact inverse, not clamped)."""
         self._check_latents(latents)
-        return F.pixel_shuffle(latents.flatten(0, 1), self.spatial_compression).unflatten(0, latents.shape[:2])
+        z = latents / self.scale if self.scale != 1.0 else latents
+        return F.pixel_shuffle(z.flatten(0, 1), self.spatial_compression).unflatten(0, latents.shape[:2])
 
     def streaming_decoder(self) -> StreamingDecoder:
         return _StatelessDecoder(self)

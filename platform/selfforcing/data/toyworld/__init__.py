@@ -8,7 +8,7 @@ numbers and ``selfforcing.evaluation`` for the metrics that measure how well a m
 from .config import DEFAULT_COLOURS, DIRECTION_STEPS, ToyWorldConfig
 from .dataset import read_toyworld_videos, write_toyworld_dataset
 from .latents import PixelUnshuffleLatents, to_uint8
-from .render import render, render_frames, trajectories
+from .render import render, render_every_start, render_frames, trajectories
 from .scenes import Scene, Scenes, caption, caption_combinations, parse_caption, sample_scenes
 from .shapes import SHAPES, shape_mask
 
@@ -31,6 +31,7 @@ __all__ = [
     "parse_caption",
     "read_toyworld_videos",
     "render",
+    "render_every_start",
     "render_frames",
     "sample_scenes",
     "shape_mask",

@@ -2,11 +2,14 @@
 
 Default world (every number derives from the fields below):
 
-- Frames are 20x20 RGB on a grey background (the ``toy`` preset's video size). The image is a torus of
-  5x5 **cells** of 4x4 pixels.
-- The latent map is an exact 2x pixel-unshuffle: a frame becomes a 12x10x10 latent (3 * 2 * 2 channels).
-  With the DiT's patch (1, 2, 2) one token covers 2x2 latent pixels = 4x4 image pixels = **one cell**,
-  so a frame is 25 tokens and an object of one cell is exactly one token.
+- Frames are 10x10 RGB on a grey background (the ``toy`` preset's video size). The image is a torus of
+  5x5 **cells** of 2x2 pixels. (Written videos are upscaled for viewing; the model sees 10x10.)
+- The latent map is an exact 2x pixel-unshuffle scaled by ``latent_scale``: a frame becomes a 12x5x5
+  latent (3 * 2 * 2 channels) with about unit variance. With the DiT's patch (1, 1, 1) one token is one
+  latent pixel = 2x2 image pixels = **one cell**, so a frame is 25 tokens and an object of one cell is
+  exactly one token of 12 values. (An earlier default, 20x20 frames with 48 values per token against the
+  toy DiT's width of 64, left the network too little room to carry its own input noise through, which
+  the v-parameterisation needs at high noise: docs/results/toyworld.md.)
 - One object (6 colours, 1 shape by default) moves 1 ("slowly") or 2 ("quickly") cells per frame in one of
   4 directions and wraps around the edges. Every move is a whole-token shift of the token grid, so the
   motion a model has to learn is a permutation of tokens, not a sub-pixel resampling.
@@ -51,12 +54,17 @@ DEFAULT_COLOURS: dict[str, tuple[int, int, int]] = {
 class ToyWorldConfig(StrictModel):
     """A synthetic captioned video world that a toy-size DiT can learn on a CPU in minutes."""
 
-    height: int = Field(20, gt=0, description="frame height in pixels (a multiple of cell_size)")
-    width: int = Field(20, gt=0, description="frame width in pixels (a multiple of cell_size)")
+    height: int = Field(10, gt=0, description="frame height in pixels (a multiple of cell_size)")
+    width: int = Field(10, gt=0, description="frame width in pixels (a multiple of cell_size)")
     cell_size: int = Field(
-        4, gt=0, description="pixels per grid cell side; latent_factor * DiT patch (2 * 2) = one token"
+        2, gt=0, description="pixels per grid cell side; latent_factor * DiT patch side = one token"
     )
     latent_factor: int = Field(2, gt=0, description="pixel-unshuffle factor of the latent map")
+    latent_scale: float = Field(
+        5.0, gt=0,
+        description="latents = latent_scale * pixel_unshuffle(pixels in [-1, 1]); 5 gives the default world "
+        "(one object cell of 25 at +-1, grey ~0 elsewhere, raw std ~0.2) unit-variance latents",
+    )
     object_cells: int = Field(1, gt=0, description="side of the moving object, in cells")
     num_frames: int = Field(12, gt=0, description="frames per training video (= latent frames)")
     frames_per_chunk: int = Field(3, gt=0, description="frames generated per autoregressive step")

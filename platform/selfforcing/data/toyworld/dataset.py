@@ -47,7 +47,7 @@ def write_toyworld_dataset(
     if kind == "videos":
         return parquet.write_videos(path, prompts, videos, ids=ids, extra=extra)
     if kind == "latents":
-        latents = PixelUnshuffleLatents(config.latent_factor).encode(videos)
+        latents = PixelUnshuffleLatents(config.latent_factor, config.latent_scale).encode(videos)
         return parquet.write_latents(path, prompts, latents, ids=ids, extra=extra)
     raise ValueError(f"unknown dataset kind {kind!r}; valid kinds are ['videos', 'latents', 'prompts']")
 

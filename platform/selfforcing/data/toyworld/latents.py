@@ -2,8 +2,9 @@
 
 encode: uint8 [N, T, H, W, 3] (or float in [-1, 1]) -> float32 [N, T, 3 f^2, H/f, W/f], pixels scaled to
 [-1, 1] (times ``scale``) then space-to-depth by f. There is no temporal compression: latent frame i is
-video frame i. With the default grey background most latent values are ~0 and the object is +-1, which
-is roughly zero-mean at unit scale. decode inverts encode exactly in float; ``decode_uint8`` rounds back
+video frame i. With the grey background most raw values are ~0 and the object's are +-1, so the raw
+latents of a one-object world have std ~0.2; diffusion models want unit-variance latents (a std of 0.2
+against unit noise is like a 25x lower SNR at every noise level), which is what ``scale`` is for. decode inverts encode exactly in float; ``decode_uint8`` rounds back
 to the original bytes.
 """
 

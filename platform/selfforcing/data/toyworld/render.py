@@ -54,3 +54,23 @@ def render(scenes: Scenes, num_frames: int) -> np.ndarray:
     colour = np.repeat(scenes.colour[:, None], num_frames, axis=1)
     shape = np.repeat(scenes.shape[:, None], num_frames, axis=1)
     return render_frames(colour, shape, pos, scenes.config)
+
+
+def render_every_start(scenes: Scenes, num_frames: int) -> np.ndarray:
+    """uint8 [N, K, T, H, W, 3]: each scene's caption rendered from all K = rows * cols start cells.
+
+    Given its caption, a video of this world is one of these K, equally likely: the support of the
+    caption-conditional distribution, which makes its exact denoiser computable
+    (``selfforcing.evaluation.posterior``).
+    """
+    rows, cols = scenes.config.grid
+    starts = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1).reshape(-1, 2)
+    k, n = len(starts), len(scenes.colour)
+    tiled = Scenes(
+        config=scenes.config,
+        colour=np.repeat(scenes.colour, k), shape=np.repeat(scenes.shape, k),
+        direction=np.repeat(scenes.direction, k), speed=np.repeat(scenes.speed, k),
+        start=np.tile(starts, (n, 1)).astype(np.int64),
+    )
+    videos = render(tiled, num_frames)
+    return videos.reshape(n, k, *videos.shape[1:])

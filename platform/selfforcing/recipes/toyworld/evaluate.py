@@ -14,13 +14,14 @@ import numpy as np
 import torch
 
 from selfforcing.config import PlatformConfig
-from selfforcing.evaluation import evaluate_videos
+from selfforcing.data.toyworld import render_every_start
+from selfforcing.evaluation import evaluate_videos, posterior_x0
 from selfforcing.inference import VideoPipeline
 from selfforcing.models.vae import build_vae
 from selfforcing.models.wan_dit import WanDiT
 
 from .config import EvalBudget
-from .teacher import sample_teacher
+from .teacher import sample_teacher, schedule_of
 from .world import ToyData
 
 Metrics = dict[str, float | int | list | None]
@@ -54,12 +55,51 @@ def measure(
     return {f"{prefix}{k}": v for k, v in m.items()}
 
 
+DIAGNOSTIC_TIMESTEPS = (950, 900, 850, 800)
+
+
+@torch.no_grad()
+def denoising_diagnostics(
+    model: WanDiT, config: PlatformConfig, data: ToyData, timesteps=DIAGNOSTIC_TIMESTEPS, n: int = 48,
+    seed: int = 7,
+) -> Metrics:
+    """x0 error of the model on noised real videos against the exact denoiser and the per-frame one.
+
+    Errors are mean squared, divided by the latents' variance (predicting the mean scores ~1). At the noise
+    levels where a video's start cell is decided (t ~ 800-950 here), ``x0_error`` near ``frame_oracle``
+    means the model denoises frames independently (no coherent motion can come out); near ``oracle`` it
+    uses the whole clip. See ``selfforcing.evaluation.posterior``.
+    """
+    batch = data.batch(n, np.random.default_rng(seed))
+    modes = data.codec.encode(render_every_start(batch.scenes, data.world.num_frames).reshape(
+        -1, data.world.num_frames, data.world.height, data.world.width, 3))
+    modes = modes.reshape(n, -1, *modes.shape[1:])
+    x0 = batch.latents.cpu()
+    var = float(x0.var())
+    schedule = schedule_of(config)
+    gen = torch.Generator().manual_seed(seed)
+    out: Metrics = {}
+    for tv in timesteps:
+        sigma = tv / config.schedule.num_train_timesteps
+        xt = schedule.add_noise(x0, torch.randn(x0.shape, generator=gen), torch.full(x0.shape[:2], float(tv)))
+        t = torch.full(x0.shape[:2], float(tv), device=data.device)
+        pred = schedule.x0_from_flow(xt, model(xt.to(data.device), t, batch.text).cpu(), t.cpu())
+        err = lambda z: float((z.to(torch.float64) - x0).pow(2).mean()) / var  # noqa: E731
+        out[f"x0_error_t{tv}"] = err(pred)
+        out[f"oracle_x0_error_t{tv}"] = err(posterior_x0(xt, sigma, modes))
+        out[f"frame_oracle_x0_error_t{tv}"] = err(posterior_x0(xt, sigma, modes, per_frame=True))
+    return out
+
+
 def evaluate_teacher(
     model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet
 ) -> tuple[Metrics, np.ndarray]:
-    """Metrics of Euler + CFG samples against real videos; also returns the samples (uint8)."""
+    """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics``; also returns the
+    samples (uint8)."""
     videos = data.decode(sample_teacher(model, config, data, es.prompts, es.seeds))
-    return measure(videos, es.prompts, data, es.real_videos, es.prompts), videos
+    metrics = measure(videos, es.prompts, data, es.real_videos, es.prompts)
+    metrics.update(denoising_diagnostics(model, config, data))
+    return metrics, videos
 
 
 @torch.no_grad()

@@ -16,19 +16,45 @@ HEADLINE = (
     "frechet_distance", "real_frechet_distance", "fidelity", "colour_agreement", "shape_agreement",
     "direction_agreement", "speed_agreement", "motion_agreement", "trajectory_error",
     "extrap_frechet_distance", "extrap_fidelity", "extrap_motion_agreement", "extrap_trajectory_error",
+    "x0_error_t900", "frame_oracle_x0_error_t900", "oracle_x0_error_t900",
+    "x0_error_t850", "frame_oracle_x0_error_t850", "oracle_x0_error_t850",
 )
 
 
-def write_videos(videos: np.ndarray, folder: Path, stem: str, fps: int, count: int) -> list[Path]:
-    """The first ``count`` of uint8 videos [N, T, H, W, 3] as ``folder/stem_i.mp4``."""
-    return [write_mp4(videos[i], folder / f"{stem}_{i}.mp4", fps) for i in range(min(count, len(videos)))]
+def display_scale(height: int, target: int = 60) -> int:
+    """Integer nearest-neighbour upscale that makes toy frames about ``target`` pixels tall: a 10x10 frame is
+    hard to see, and H.264's 4:2:0 chroma would smear single-pixel colours."""
+    return max(1, target // height)
 
 
-def contact_sheet(rows: Mapping[str, np.ndarray], path: Path, scale: int = 4, max_frames: int = 36) -> Path:
-    """One labelled row of frames per entry: rows maps a label to one uint8 video [T, H, W, 3]."""
+def upscale(videos: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 [..., H, W, 3] -> [..., H f, W f, 3], each pixel repeated f x f times (exact, no blur)."""
+    if factor == 1:
+        return videos
+    return videos.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def write_videos(
+    videos: np.ndarray, folder: Path, stem: str, fps: int, count: int, scale: int | None = None
+) -> list[Path]:
+    """The first ``count`` of uint8 videos [N, T, H, W, 3] as ``folder/stem_i.mp4``, upscaled by ``scale``
+    (default: ``display_scale`` of the frame height)."""
+    factor = display_scale(videos.shape[-3]) if scale is None else scale
+    return [
+        write_mp4(upscale(videos[i], factor), folder / f"{stem}_{i}.mp4", fps)
+        for i in range(min(count, len(videos)))
+    ]
+
+
+def contact_sheet(
+    rows: Mapping[str, np.ndarray], path: Path, scale: int | None = None, max_frames: int = 36
+) -> Path:
+    """One labelled row of frames per entry: rows maps a label to one uint8 video [T, H, W, 3]; frames are
+    upscaled by ``scale`` (default: about 48 pixels tall)."""
     label_w, pad = 110, 2
     t = min(max_frames, max(v.shape[0] for v in rows.values()))
     h, w = next(iter(rows.values())).shape[1:3]
+    scale = display_scale(h, 48) if scale is None else scale
     cell_h, cell_w = h * scale + pad, w * scale + pad
     sheet = Image.new("RGB", (label_w + t * cell_w, len(rows) * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

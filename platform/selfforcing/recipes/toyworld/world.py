@@ -32,8 +32,13 @@ def world_for(config: PlatformConfig) -> ToyWorldConfig:
     frame-wise model is then measured per 3 frames too, so the per-chunk curves are comparable.
     """
     v = config.video
+    factor = config.vae.spatial_compression
+    _, ph, pw = config.model.patch_size
+    if ph != pw:
+        raise ValueError(f"model.patch_size={config.model.patch_size} must be square for the toy world's cells")
     world = ToyWorldConfig(
-        height=v.height, width=v.width, num_frames=v.num_frames, latent_factor=config.vae.spatial_compression,
+        height=v.height, width=v.width, num_frames=v.num_frames, latent_factor=factor, cell_size=factor * ph,
+        latent_scale=config.vae.latent_scale,
     )
     if world.latent_channels != config.model.in_dim:
         raise ValueError(
@@ -45,7 +50,7 @@ def world_for(config: PlatformConfig) -> ToyWorldConfig:
 
 @dataclass
 class Batch:
-    """latents [B, F, C, h, w] in [-1, 1], text [B, L, D], and the scenes they show."""
+    """latents [B, F, C, h, w] (the world's scaled codec), text [B, L, D], and the scenes they show."""
 
     latents: torch.Tensor
     text: torch.Tensor
@@ -60,7 +65,7 @@ class ToyData:
         self.config = config
         self.world = world_for(config)
         self.device = torch.device(device)
-        self.codec = PixelUnshuffleLatents(self.world.latent_factor)
+        self.codec = PixelUnshuffleLatents(self.world.latent_factor, self.world.latent_scale)
         self.encoder = TextEncoder.from_config(config.text_encoder)
         self.negative_prompt = config.generation.negative_prompt
         self._cache: dict[str, torch.Tensor] = {}
