@@ -1,0 +1,36 @@
+"""The Generator deployment's own logic, run in-process (its Serve wrapper is covered by tests/integration):
+the per-request time limit ends a stream with a ``timeout`` error after the chunk that crossed it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from selfforcing.config import load_config
+from selfforcing.models.text_encoder import TextEncoder
+from selfforcing.serving.deployments import GeneratorDeployment
+from selfforcing.serving.model_source import ModelSourceArgs
+
+
+def _collect(dep, spec, text) -> list[dict]:
+    async def run():
+        return [item async for item in dep.stream(spec, text)]
+
+    return asyncio.run(run())
+
+
+def test_per_request_time_limit_ends_the_stream_with_a_timeout_error():
+    source = ModelSourceArgs(preset="tiny", config_overrides=["runtime.device=cpu"], default_model_uri=None)
+    dep = GeneratorDeployment.func_or_class(source, device="cpu", torch_threads=1, timeout_s=0.0,
+                                            max_num_frames=21)
+    encoder = TextEncoder.from_config(load_config("tiny").text_encoder)
+    text = encoder.encode(["a red ball"]).float().numpy()  # what the TextEncoder deployment sends
+    num_chunks = dep.pipeline.geometry(21).num_chunks
+    assert num_chunks >= 2
+    items = _collect(dep, {"num_frames": 21, "seed": 3}, text)
+    assert [("error" in it) for it in items] == [False, True]  # one chunk, then the limit
+    assert items[1]["error"]["code"] == "timeout"
+    assert f"after chunk 1/{num_chunks}" in items[1]["error"]["message"]
+
+    dep.timeout_s = 300.0  # a generous limit lets the same replica finish the whole video
+    items = _collect(dep, {"num_frames": 21, "seed": 3}, text)
+    assert len(items) == num_chunks and not any("error" in it for it in items)
