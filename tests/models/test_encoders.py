@@ -142,7 +142,27 @@ def test_pixel_unshuffle_round_trip_is_exact():
     assert torch.equal(streamed, pixels)
 
 
+def test_pixel_unshuffle_latent_scale_matches_the_toy_world_codec():
+    """The serving codec (``vae.latent_scale``) and the toy world's data codec agree bit for bit."""
+    from selfforcing.data.toyworld import PixelUnshuffleLatents, render, sample_scenes
+    from selfforcing.config import load_config
+
+    cfg = load_config("toy").vae
+    assert cfg.latent_scale == 5.0
+    vae = build_vae(cfg)
+    videos = render(sample_scenes(4, 0), 6)  # uint8 [N, T, H, W, 3]
+    pixels = uint8_to_pixels(torch.from_numpy(videos))
+    latents = vae.encode(pixels)
+    assert torch.allclose(latents, PixelUnshuffleLatents(2, 5.0).encode(videos), atol=1e-6)
+    assert torch.equal(vae.decode_to_uint8(latents), torch.from_numpy(videos))
+    assert 3.0 < latents.abs().max() <= 5.0  # the object's values are +-5, not +-1
+
+
 def test_pixel_unshuffle_config_errors():
+    with pytest.raises(ValueError, match="latent_scale=2.0 applies only to kind='pixel_unshuffle'"):
+        VAEConfig(kind="wan", latent_scale=2.0)
+    with pytest.raises(ValueError, match="latent_scale"):
+        VAEConfig(kind="pixel_unshuffle", latent_scale=0.0)
     with pytest.raises(ValueError, match=r"z_dim=16 must be 3 \* spatial_compression\^2 = 12"):
         build_vae(VAEConfig(kind="pixel_unshuffle", z_dim=16, temporal_compression=1, spatial_compression=2))
     with pytest.raises(ValueError, match="temporal_compression=4 must be 1"):
