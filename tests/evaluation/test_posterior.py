@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from selfforcing.data.toyworld import PixelUnshuffleLatents, ToyWorldConfig, render, render_every_start, sample_scenes
+from selfforcing.data.toyworld import (
+    PixelUnshuffleLatents,
+    ToyWorldConfig,
+    render,
+    render_every_start,
+    sample_scenes,
+)
 from selfforcing.diffusion.samplers import euler_sample
 from selfforcing.diffusion.schedule import FlowMatchSchedule
 from selfforcing.evaluation import posterior_flow, posterior_x0

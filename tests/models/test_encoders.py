@@ -144,8 +144,8 @@ def test_pixel_unshuffle_round_trip_is_exact():
 
 def test_pixel_unshuffle_latent_scale_matches_the_toy_world_codec():
     """The serving codec (``vae.latent_scale``) and the toy world's data codec agree bit for bit."""
-    from selfforcing.data.toyworld import PixelUnshuffleLatents, render, sample_scenes
     from selfforcing.config import load_config
+    from selfforcing.data.toyworld import PixelUnshuffleLatents, render, sample_scenes
 
     cfg = load_config("toy").vae
     assert cfg.latent_scale == 5.0

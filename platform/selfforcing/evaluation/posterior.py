@@ -28,14 +28,10 @@ def posterior_x0(x_t: torch.Tensor, sigma: float, modes: torch.Tensor, per_frame
                          f"{tuple(x_t.shape)}")
     m = modes.to(torch.float64)
     d2 = (x_t.to(torch.float64)[:, None] - (1.0 - sigma) * m) ** 2  # [B, K, F, ...]
-    if per_frame:
-        logits = -d2.flatten(3).sum(-1) / (2 * sigma**2)  # [B, K, F]
-        w = torch.softmax(logits, dim=1)
-        x0 = (w.reshape(*w.shape, *([1] * (m.ndim - 3))) * m).sum(1)
-    else:
-        logits = -d2.flatten(2).sum(-1) / (2 * sigma**2)  # [B, K]
-        w = torch.softmax(logits, dim=1)
-        x0 = (w.reshape(*w.shape, *([1] * (m.ndim - 2))) * m).sum(1)
+    # Per frame, the log-weights sum over each frame's values only: [B, K, F] instead of [B, K].
+    logits = -d2.flatten(3 if per_frame else 2).sum(-1) / (2 * sigma**2)
+    w = torch.softmax(logits, dim=1)
+    x0 = (w.reshape(*w.shape, *([1] * (m.ndim - w.ndim))) * m).sum(1)
     return x0.to(x_t.dtype)
 
 
