@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -34,6 +34,11 @@ class ModelConfig(StrictModel):
     qk_norm: bool = Field(True, description="RMSNorm on queries and keys")
     cross_attn_norm: bool = Field(True, description="affine LayerNorm before text cross-attention")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency")
+    rope_spatial_period: tuple[PositiveInt, PositiveInt] | None = Field(
+        None,
+        description="(rows, cols) in tokens: make the row / column RoPE frequencies periodic, for worlds that "
+        "wrap around (the toy world's torus). Not part of Wan; None = Wan's RoPE",
+    )
 
     @property
     def head_dim(self) -> int:

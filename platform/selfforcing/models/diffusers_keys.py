@@ -132,6 +132,8 @@ def diffusers_config_from_model(cfg: ModelConfig) -> dict:
     """Constructor arguments of the ``WanTransformer3DModel`` that computes the same function."""
     if not cfg.qk_norm:
         raise ValueError("qk_norm=False has no diffusers equivalent (its WanAttention always normalises q, k)")
+    if cfg.rope_spatial_period is not None:
+        raise ValueError("rope_spatial_period is not part of diffusers' Wan; set it to None to export")
     if cfg.rope_theta != 10000.0:
         raise ValueError(f"rope_theta={cfg.rope_theta}; diffusers' Wan RoPE is fixed at 10000")
     return dict(

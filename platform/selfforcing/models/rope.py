@@ -8,6 +8,8 @@ does) and only then rounded, so large global frame indices in long streams stay 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -17,10 +19,14 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return (c - 2 * (c // 3), c // 3, c // 3)
 
 
-def _axis_angles(positions: torch.Tensor, num_pairs: int, theta: float) -> torch.Tensor:
-    """[len(positions), num_pairs] rotation angles in float64."""
-    exponents = torch.arange(num_pairs, dtype=torch.float64, device=positions.device) / num_pairs
-    inv_freq = theta ** (-exponents)
+def _axis_angles(positions: torch.Tensor, num_pairs: int, theta: float, period: int | None = None) -> torch.Tensor:
+    """[len(positions), num_pairs] rotation angles in float64.
+
+    ``period``: pair j turns by 2 pi (j + 1) / period per position instead of theta^(-j/m), so positions
+    live on a ring of ``period`` tokens (a shift by p + period rotates exactly like a shift by p).
+    """
+    pairs = torch.arange(num_pairs, dtype=torch.float64, device=positions.device)
+    inv_freq = 2 * math.pi * (pairs + 1) / period if period else theta ** (-pairs / num_pairs)
     return torch.outer(positions.to(torch.float64), inv_freq)
 
 
@@ -32,19 +38,23 @@ def rope_angles(
     head_dim: int,
     theta: float = 10000.0,
     device: torch.device | str = "cpu",
+    spatial_period: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin), each [num_frames*height*width, head_dim/2] float32, tokens frame-major then h, w.
 
     ``frame_start`` is the global index of the first frame: cached generation keeps counting frames
     across chunks (and past the cache window), so a chunk's keys are rotated as in the full sequence.
+    ``spatial_period`` (rows, cols) makes the row and column parts periodic (``_axis_angles``): for worlds
+    that wrap around, such as the toy world's torus. Not Wan's; None keeps Wan's frequencies exactly.
     """
     ct, ch, cw = rope_split(head_dim)
     f = torch.arange(frame_start, frame_start + num_frames, device=device)
     h = torch.arange(height, device=device)
     w = torch.arange(width, device=device)
     at = _axis_angles(f, ct, theta)[:, None, None, :].expand(num_frames, height, width, ct)
-    ah = _axis_angles(h, ch, theta)[None, :, None, :].expand(num_frames, height, width, ch)
-    aw = _axis_angles(w, cw, theta)[None, None, :, :].expand(num_frames, height, width, cw)
+    ph, pw = spatial_period or (None, None)
+    ah = _axis_angles(h, ch, theta, ph)[None, :, None, :].expand(num_frames, height, width, ch)
+    aw = _axis_angles(w, cw, theta, pw)[None, None, :, :].expand(num_frames, height, width, cw)
     angles = torch.cat([at, ah, aw], dim=-1).reshape(num_frames * height * width, ct + ch + cw)
     return torch.cos(angles).float(), torch.sin(angles).float()
 
