@@ -4,7 +4,10 @@ training stage, measured on the same evaluation set against the teacher's sample
 
 - teacher_forcing / diffusion_forcing: teacher weights, block-causal flow matching on renderer data.
 - causvid: the ODE-initialised student distilled with DMD on Diffusion Forcing samples.
-- self_forcing (chunk-wise): the main pipeline's student (its stages are reused, not retrained).
+- self_forcing (chunk-wise): the main pipeline's student (its stages are reused, not retrained), trained
+  on rollouts of up to ``max_rollout_frames`` with a rolling cache.
+- self_forcing_short: the same, but every rollout has the training length (no rolling cache in training):
+  what the long rollouts buy for extrapolation.
 - self_forcing_framewise: ODE init + Self Forcing with ``frames_per_chunk = 1``, same teacher.
 
 Writes ``OUT/ablation/{ablation.json, ablation.md, ablation_by_chunk.png}``.
@@ -47,6 +50,9 @@ def run_ablation(out: str | Path, recipe: RecipeConfig, cache_dir: str | Path | 
     results["causvid"] = run.evaluate_student("ablation/causvid", model, key, teacher_videos)
     model, key = run.self_forcing(ode, teacher, ode_key)
     results["self_forcing"] = run.evaluate_student("self_forcing", model, key, teacher_videos)
+    short_budget = recipe.self_forcing.model_copy(update={"max_rollout_frames": None})
+    model, key = run.self_forcing(ode, teacher, ode_key, name="ablation/self_forcing_short", budget=short_budget)
+    results["self_forcing_short"] = run.evaluate_student("ablation/self_forcing_short", model, key, teacher_videos)
 
     framewise = recipe.model_copy(update={"overrides": [*recipe.overrides, "video.frames_per_chunk=1"]})
     fw = ToyWorldRun(out / "ablation" / "framewise", framewise, run.cache_dir, quiet, teacher_key=run.teacher_key)

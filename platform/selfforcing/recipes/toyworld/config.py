@@ -61,7 +61,17 @@ class SelfForcingBudget(StrictModel):
     rollout: Literal["self_forcing", "diffusion_forcing"] = Field(
         "self_forcing", description="own outputs as context, or Diffusion Forcing samples (CausVid)"
     )
-    max_minutes: float | None = Field(3.5, gt=0, description="stop early after this wall time")
+    max_rollout_frames: int | None = Field(
+        24, gt=0,
+        description="longest Self Forcing rollout in latent frames (None = the training length). Longer "
+        "rollouts draw their length uniformly from [training length, this], run with a rolling KV cache of "
+        "the training length, and the loss sees only their last window: the model is trained on the "
+        "contexts that extrapolation with a rolling cache produces (SPEC section 3-4)",
+    )
+    max_minutes: float | None = Field(
+        5.0, gt=0,
+        description="stop early after this wall time (rollouts of up to 24 frames cost ~1.5x those of 12)",
+    )
     seed: int = Field(2, description="base seed of rollouts and score draws")
 
 

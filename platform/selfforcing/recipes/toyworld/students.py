@@ -106,17 +106,44 @@ def train_ode_init(
 def training_config(config: PlatformConfig, budget: SelfForcingBudget) -> TrainingConfig:
     """The platform's TrainingConfig for this budget (release structure, toy-scale rates)."""
     frames = config.video.num_frames
+    longest = rollout_frames(config, budget)
     return TrainingConfig(
         objective=budget.objective,
         generator_optim=OptimConfig(lr=budget.generator_lr, max_grad_norm=1.0),
         critic_optim=OptimConfig(lr=budget.critic_lr, max_grad_norm=1.0),
         critic_steps_per_generator_step=budget.critic_steps_per_generator_step,
         ema=EMAConfig(decay=budget.ema_decay, start_step=0),
-        rollout=RolloutTrainingConfig(kind=budget.rollout, min_frames=frames, max_frames=frames),
+        rollout=RolloutTrainingConfig(
+            kind=budget.rollout, min_frames=frames, max_frames=longest, loss_window_frames=frames
+        ),
         dmd=DMDConfig(guidance_scale=budget.guidance_scale),
         sid=SiDConfig(guidance_scale=budget.guidance_scale),
         batch_size=budget.batch_size, max_steps=budget.steps, seed=budget.seed,
     )
+
+
+def rollout_frames(config: PlatformConfig, budget: SelfForcingBudget) -> int:
+    """Longest training rollout: ``max_rollout_frames`` for Self Forcing, the training length otherwise
+    (CausVid's Diffusion Forcing samples are noised real videos of the training length)."""
+    frames = config.video.num_frames
+    if budget.rollout != "self_forcing" or budget.max_rollout_frames is None:
+        return frames
+    if budget.max_rollout_frames < frames:
+        raise ValueError(
+            f"self_forcing.max_rollout_frames={budget.max_rollout_frames} must be >= the training length "
+            f"video.num_frames={frames}"
+        )
+    return budget.max_rollout_frames
+
+
+def generator_platform(config: PlatformConfig, budget: SelfForcingBudget) -> PlatformConfig:
+    """The platform config the generator rolls out with: a rolling KV cache of the training length when
+    rollouts are longer than it (the window the scorers and the extrapolation evaluation see)."""
+    if rollout_frames(config, budget) == config.video.num_frames:
+        return config
+    rolling = config.model_copy(deep=True)
+    rolling.generation.window_frames = config.video.num_frames
+    return rolling
 
 
 def _scoring_role(teacher: WanDiT, tc: TrainingConfig, config: PlatformConfig, seed: int):
@@ -142,7 +169,7 @@ def train_self_forcing(
 ) -> tuple[WanDiT, dict[str, float]]:
     """Distil ``student`` (in place) with the budget's objective and rollout; returns its EMA copy."""
     tc = training_config(config, budget)
-    generator = GeneratorRole(student.train().requires_grad_(True), config, tc)
+    generator = GeneratorRole(student.train().requires_grad_(True), generator_platform(config, budget), tc)
     trainer = LocalTrainer(generator, _scoring_role(teacher, tc, config, budget.seed), tc)
     progress = Progress(budget.rollout if budget.rollout != "self_forcing" else "self_forcing", budget.steps,
                         quiet=quiet)

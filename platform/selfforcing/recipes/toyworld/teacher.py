@@ -9,6 +9,7 @@ density the shifted Euler sampler visits. The saved weights are an EMA, as for W
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,12 +35,18 @@ def schedule_of(config: PlatformConfig) -> FlowMatchSchedule:
     return FlowMatchSchedule(config.schedule.num_train_timesteps, config.schedule.shift)
 
 
-def lr_factor(step: int, budget: TeacherBudget) -> float:
-    """Linear warm-up then cosine decay to ``min_lr_fraction``."""
+def lr_factor(step: int, budget: TeacherBudget, elapsed_fraction: float = 0.0) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_fraction``.
+
+    The decay follows whichever runs out first, the step budget or the wall-time cap
+    (``elapsed_fraction`` = elapsed / max_minutes): on a slow machine the cap stops training early, and
+    the learning rate should have decayed by then rather than stop mid-schedule.
+    """
     if step < budget.warmup_steps:
         return (step + 1) / budget.warmup_steps
     span = max(1, budget.steps - budget.warmup_steps)
-    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - budget.warmup_steps) / span)))
+    progress = max((step - budget.warmup_steps) / span, elapsed_fraction)
+    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return budget.min_lr_fraction + (1 - budget.min_lr_fraction) * cos
 
 
@@ -55,9 +62,13 @@ def train_teacher(
     gen = torch.Generator().manual_seed(budget.seed)
     progress = Progress("teacher", budget.steps, quiet=quiet)
 
+    start = time.perf_counter()
+    cap = None if budget.max_minutes is None else 60 * budget.max_minutes
+
     def set_lr(step: int) -> None:
+        elapsed = 0.0 if cap is None else (time.perf_counter() - start) / cap
         for group in opt.param_groups:
-            group["lr"] = budget.lr * lr_factor(step, budget)
+            group["lr"] = budget.lr * lr_factor(step, budget, elapsed)
 
     def step_loss(step: int) -> torch.Tensor:
         batch = data.batch(budget.batch_size, rng, budget.caption_dropout)
