@@ -68,6 +68,12 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path: Path):
         m = metrics[stage]
         assert isinstance(m["frechet_distance"], float) and m["frechet_distance"] >= 0
         assert len(m["fidelity_by_chunk"]) == 12 // 3
+    sf, ode = metrics["self_forcing"], metrics["ode_init"]
+    for prefix in ("", "extrap_"):  # Self Forcing vs its start, with the bootstrap's spread
+        assert sf[f"{prefix}frechet_vs_ode_init_margin"] == pytest.approx(
+            ode[f"{prefix}frechet_distance"] - sf[f"{prefix}frechet_distance"], abs=1e-9)
+        assert sf[f"{prefix}frechet_vs_ode_init_margin_std"] >= 0
+        assert 0 <= sf[f"{prefix}frechet_vs_ode_init_closer_fraction"] <= 1
     for stage in ("ode_init", "self_forcing"):
         assert len(metrics[stage]["extrap_fidelity_by_chunk"]) == quick.extrapolate_frames // 3
         assert (out / stage / "generator" / "config.json").exists()

@@ -1,6 +1,7 @@
 """Quality metrics for generated videos: the toy world's fit-based measures, per chunk, and Fréchet distances."""
 
 from .agreement import Agreement, as_scenes, caption_agreement
+from .bootstrap import FrechetComparison, compare_frechet
 from .chunks import by_chunk
 from .fitting import FrameFit, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk, frechet_distance
@@ -11,6 +12,7 @@ from .trajectory import TrajectoryFit, displacements, fit_trajectory, wrap
 __all__ = [
     "Agreement",
     "FrameFit",
+    "FrechetComparison",
     "TrajectoryFit",
     "VideoAnalysis",
     "agreement_features",
@@ -19,6 +21,7 @@ __all__ = [
     "by_chunk",
     "caption_agreement",
     "chunk_features",
+    "compare_frechet",
     "displacements",
     "evaluate_videos",
     "fit_frames",

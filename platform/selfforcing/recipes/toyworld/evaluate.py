@@ -15,7 +15,13 @@ import torch
 
 from selfforcing.config import PlatformConfig
 from selfforcing.data.toyworld import render_every_start
-from selfforcing.evaluation import evaluate_videos, posterior_x0
+from selfforcing.evaluation import (
+    FrechetComparison,
+    analyse_videos,
+    compare_frechet,
+    evaluate_videos,
+    posterior_x0,
+)
 from selfforcing.inference import VideoPipeline
 from selfforcing.models.vae import build_vae
 from selfforcing.models.wan_dit import WanDiT
@@ -132,3 +138,17 @@ def evaluate_student(
     real = measure(short, es.prompts, data, es.real_videos, es.prompts)
     metrics["real_frechet_distance"] = real["frechet_distance"]
     return metrics, short, long
+
+
+def compare_students(
+    a: np.ndarray, b: np.ndarray, teacher_videos: np.ndarray, data: ToyData, prompts: list[str],
+    draws: int = 200,
+) -> FrechetComparison:
+    """How much closer student A's videos are to the teacher's than B's, with a paired bootstrap over the
+    evaluation videos (``selfforcing.evaluation.bootstrap``); a and b may be extrapolated (longer)."""
+    k = data.world.frames_per_chunk
+
+    def features(videos: np.ndarray) -> np.ndarray:
+        return analyse_videos(videos, prompts, k, data.world).frechet_features(with_captions=True)
+
+    return compare_frechet(features(a), features(b), features(teacher_videos), draws=draws)

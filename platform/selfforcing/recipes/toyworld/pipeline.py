@@ -30,7 +30,7 @@ from selfforcing.models.wan_dit import WanDiT
 from . import report
 from .baselines import BaselineBudget, train_baseline
 from .config import RecipeConfig, config_key
-from .evaluate import EvalSet, evaluate_student, evaluate_teacher
+from .evaluate import EvalSet, compare_students, evaluate_student, evaluate_teacher
 from .stages import StageRunner
 from .students import train_ode_init, train_self_forcing
 from .teacher import train_teacher
@@ -165,6 +165,18 @@ class ToyWorldRun:
         self.runner.run(f"eval_{name}", ekey, path, build)
         return json.loads((path / "stage.json").read_text())["info"]
 
+    def compare_with_ode_init(self, teacher_videos: np.ndarray) -> dict[str, float]:
+        """Self Forcing vs its ODE-initialised start: Fréchet margins to the teacher's samples (positive =
+        Self Forcing closer) with their bootstrap spread, at the training length and extrapolated."""
+        sf, ode = (np.load(self.out / "eval" / name / "samples.npz") for name in ("self_forcing", "ode_init"))
+        out: dict[str, float] = {}
+        for prefix, length in (("", "short"), ("extrap_", "long")):
+            c = compare_students(sf[length], ode[length], teacher_videos, self.data, self.eval_set.prompts)
+            name = f"{prefix}frechet_vs_ode_init"
+            out.update({f"{name}_margin": c.margin, f"{name}_margin_std": c.margin_std,
+                        f"{name}_closer_fraction": c.a_closer})
+        return out
+
 
 def _stage_info(run: ToyWorldRun, name: str) -> dict[str, Any]:
     rec = next((r for r in run.runner.records if r.name == name), None)
@@ -191,6 +203,7 @@ def run_toyworld(
     distilled, key = run.self_forcing(student, teacher, key)
     metrics["self_forcing"] = run.evaluate_student("self_forcing", distilled, key, teacher_videos)
     metrics["self_forcing"].update(_stage_info(run, "self_forcing"))
+    metrics["self_forcing"].update(run.compare_with_ode_init(teacher_videos))
     write_reports(run, metrics, arrays)
     return metrics
 

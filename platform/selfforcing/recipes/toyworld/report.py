@@ -16,6 +16,9 @@ HEADLINE = (
     "frechet_distance", "real_frechet_distance", "fidelity", "colour_agreement", "shape_agreement",
     "direction_agreement", "speed_agreement", "motion_agreement", "trajectory_error",
     "extrap_frechet_distance", "extrap_fidelity", "extrap_motion_agreement", "extrap_trajectory_error",
+    "frechet_vs_ode_init_margin", "frechet_vs_ode_init_margin_std", "frechet_vs_ode_init_closer_fraction",
+    "extrap_frechet_vs_ode_init_margin", "extrap_frechet_vs_ode_init_margin_std",
+    "extrap_frechet_vs_ode_init_closer_fraction",
     "x0_error_t900", "frame_oracle_x0_error_t900", "oracle_x0_error_t900",
     "x0_error_t850", "frame_oracle_x0_error_t850", "oracle_x0_error_t850",
 )
