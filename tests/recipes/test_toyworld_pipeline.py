@@ -78,6 +78,8 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path: Path):
         assert len(metrics[stage]["extrap_fidelity_by_chunk"]) == quick.extrapolate_frames // 3
         assert (out / stage / "generator" / "config.json").exists()
     assert Image.open(out / "contact_sheet.png").size[0] > 0
+    assert Image.open(out / "report_by_chunk.png").size[0] > 0
+    assert "| extrap_fidelity_by_chunk | chunk 0 |" in (out / "report.md").read_text()
     for name in ("teacher", "ode_init", "self_forcing", "self_forcing_extrap"):
         frames = read_video(out / "videos" / f"{name}_0.mp4")
         side = 10 * display_scale(10)  # the toy preset's 10x10 frames, upscaled for viewing
@@ -103,7 +105,7 @@ def test_quick_ablation_writes_table_and_plot(tmp_path: Path):
     folder = tmp_path / "run" / "ablation"
     results = json.loads((folder / "ablation.json").read_text())
     assert set(results) == {"ode_init", "teacher_forcing", "diffusion_forcing", "causvid", "self_forcing",
-                            "self_forcing_framewise"}
+                            "self_forcing_short", "self_forcing_framewise"}
     for m in results.values():
         assert len(m["extrap_fidelity_by_chunk"]) == RecipeConfig.quick().eval.extrapolate_frames // 3
     assert Image.open(folder / "ablation_by_chunk.png").size[0] > 0

@@ -22,8 +22,6 @@ from .baselines import BaselineBudget
 from .config import RecipeConfig
 from .pipeline import ToyWorldRun
 
-PLOT_KEYS = ("extrap_fidelity_by_chunk", "extrap_frechet_by_chunk", "extrap_motion_agreement_by_chunk")
-
 
 def run_ablation(out: str | Path, recipe: RecipeConfig, cache_dir: str | Path | None = None,
                  quiet: bool = False, command: str = "") -> dict[str, dict]:
@@ -74,14 +72,6 @@ def run_ablation(out: str | Path, recipe: RecipeConfig, cache_dir: str | Path | 
 def write_ablation(folder: Path, results: dict[str, dict], recipe: RecipeConfig, command: str, steps: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     report.write_metrics(results, folder / "ablation.json")
-    report.plot_by_chunk(results, PLOT_KEYS, folder / "ablation_by_chunk.png",
-                         window=recipe.eval.window_frames // 3)
-    lines = [
-        "# Toy-world ablation", "",
-        f"Command: `{command}`" if command else "",
-        f"Each training stage: at most {recipe.self_forcing.max_minutes} min (or {steps} steps).", "",
-        report.markdown_table(results), "",
-        report.by_chunk_table(results, "extrap_fidelity_by_chunk"), "",
-        report.by_chunk_table(results, "extrap_frechet_by_chunk"), "",
-    ]
-    (folder / "ablation.md").write_text("\n".join(lines))
+    note = f"Each training stage: at most {recipe.self_forcing.max_minutes} min (or {steps} steps)."
+    report.write_summary(folder, "ablation", "Toy-world ablation", results, recipe.eval.window_frames // 3,
+                         command, [note])

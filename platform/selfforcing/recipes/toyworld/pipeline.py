@@ -209,7 +209,8 @@ def run_toyworld(
 
 
 def write_reports(run: ToyWorldRun, metrics: dict[str, dict], teacher_arrays) -> None:
-    """metrics.json, MP4s per stage, the contact sheet, and a short printed summary."""
+    """metrics.json, report.md + report_by_chunk.png, MP4s per stage, the contact sheet, and a short printed
+    summary."""
     out, fps, n = run.out, run.config.video.fps, run.recipe.eval.videos_to_write
     report.write_metrics(metrics, out / "metrics.json")
     rows = {"real": teacher_arrays["real"][0], "untrained": teacher_arrays["untrained"][0],
@@ -223,6 +224,9 @@ def write_reports(run: ToyWorldRun, metrics: dict[str, dict], teacher_arrays) ->
         rows[name] = samples["short"][0]
         rows[f"{name} x3"] = samples["long"][0]
     report.contact_sheet(rows, out / "contact_sheet.png")
+    report.write_summary(out, "report", "Toy world: teacher -> ODE init -> Self Forcing", metrics,
+                         run.recipe.eval.window_frames // run.data.world.frames_per_chunk,
+                         notes=[f"Contact sheet caption: {run.eval_set.prompts[0]!r}."])
     if not run.quiet:
         print(f"caption of the contact sheet's videos: {run.eval_set.prompts[0]!r}")
         print(report.markdown_table(metrics))

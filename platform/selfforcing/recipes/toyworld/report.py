@@ -23,6 +23,9 @@ HEADLINE = (
     "x0_error_t850", "frame_oracle_x0_error_t850", "oracle_x0_error_t850",
 )
 
+# Per-chunk measures of extrapolated rollouts: the plots and tables of quality against chunk index.
+BY_CHUNK = ("extrap_fidelity_by_chunk", "extrap_frechet_by_chunk", "extrap_motion_agreement_by_chunk")
+
 
 def display_scale(height: int, target: int = 60) -> int:
     """Integer nearest-neighbour upscale that makes toy frames about ``target`` pixels tall: a 10x10 frame is
@@ -126,3 +129,23 @@ def plot_by_chunk(metrics: Mapping[str, Mapping], keys: Sequence[str], path: Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def write_summary(
+    folder: Path, name: str, title: str, metrics: Mapping[str, Mapping], window_chunks: int,
+    command: str = "", notes: Sequence[str] = (),
+) -> tuple[Path, Path]:
+    """``folder/name.md`` (headline table + per-chunk tables) and ``folder/name_by_chunk.png``: what
+    docs/results quotes, written by the run itself so the published numbers have one source."""
+    png = plot_by_chunk(metrics, BY_CHUNK, folder / f"{name}_by_chunk.png", window=window_chunks)
+    lines = [f"# {title}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [*notes, "", markdown_table(metrics), ""]
+    for key in ("fidelity_by_chunk", "frechet_by_chunk", *BY_CHUNK):
+        table = by_chunk_table(metrics, key)
+        if table:
+            lines += [table, ""]
+    md = folder / f"{name}.md"
+    md.write_text("\n".join(lines))
+    return md, png
