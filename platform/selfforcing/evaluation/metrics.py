@@ -5,6 +5,8 @@ Keys (``*_by_chunk`` lists hold the same measure per chunk index, chunk = ``fram
 - colour_agreement, shape_agreement: fraction of frames whose fitted colour / shape is the caption's.
 - direction_agreement, speed_agreement, motion_agreement: fraction of steps (frame t-1 -> t) moving in the
   caption's direction / by the caption's number of cells / by exactly the caption's velocity.
+- moving_fraction: fraction of steps in which the fitted object moves at all (every real video moves; an
+  autoregressive model that copies its context drifts towards 0). It needs no caption.
 - trajectory_error: RMS toroidal distance (cells) between fitted positions and the best constant-velocity
   trajectory of the same video; by chunk it shows drift.
 - A per-step ``*_by_chunk`` entry is None for a chunk with no step (chunk 0 when frames_per_chunk = 1).
@@ -26,7 +28,7 @@ from .agreement import Agreement, Targets, as_scenes, caption_agreement
 from .chunks import by_chunk
 from .fitting import FrameFit, as_unit_float, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk
-from .trajectory import TrajectoryFit, fit_trajectory
+from .trajectory import TrajectoryFit, displacements, fit_trajectory
 
 
 @dataclass
@@ -104,6 +106,8 @@ def evaluate_videos(
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk)
     for name in ("direction", "speed", "motion"):
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk, first_frame=1)
+    moving = (displacements(a.fit.position, config.grid) != 0).any(axis=-1)
+    _put(out, "moving_fraction", moving, frames_per_chunk, first_frame=1)
     dist = a.trajectory.distance
     out["trajectory_error"] = float(np.sqrt((dist**2).mean()))
     out["trajectory_error_by_chunk"] = [float(np.sqrt(v)) for v in by_chunk(dist**2, frames_per_chunk)]  # type: ignore[arg-type]

@@ -14,8 +14,9 @@ from selfforcing.inference.video_io import write_mp4
 
 HEADLINE = (
     "frechet_distance", "real_frechet_distance", "fidelity", "colour_agreement", "shape_agreement",
-    "direction_agreement", "speed_agreement", "motion_agreement", "trajectory_error",
-    "extrap_frechet_distance", "extrap_fidelity", "extrap_motion_agreement", "extrap_trajectory_error",
+    "direction_agreement", "speed_agreement", "motion_agreement", "moving_fraction", "trajectory_error",
+    "extrap_frechet_distance", "extrap_fidelity", "extrap_motion_agreement", "extrap_moving_fraction",
+    "extrap_trajectory_error",
     "frechet_vs_ode_init_margin", "frechet_vs_ode_init_margin_std", "frechet_vs_ode_init_closer_fraction",
     "extrap_frechet_vs_ode_init_margin", "extrap_frechet_vs_ode_init_margin_std",
     "extrap_frechet_vs_ode_init_closer_fraction",
@@ -24,7 +25,8 @@ HEADLINE = (
 )
 
 # Per-chunk measures of extrapolated rollouts: the plots and tables of quality against chunk index.
-BY_CHUNK = ("extrap_fidelity_by_chunk", "extrap_frechet_by_chunk", "extrap_motion_agreement_by_chunk")
+BY_CHUNK = ("extrap_fidelity_by_chunk", "extrap_frechet_by_chunk", "extrap_moving_fraction_by_chunk",
+            "extrap_motion_agreement_by_chunk")
 
 
 def display_scale(height: int, target: int = 60) -> int:
