@@ -37,6 +37,9 @@ from .teacher import train_teacher
 from .world import ToyData
 
 STUDENT_STAGES = ("ode_init", "self_forcing")
+# Bump when evaluate_videos gains or changes a metric: cached evaluations are then recomputed (from the
+# cached models; nothing is retrained). v2: moving_fraction.
+METRICS_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -63,6 +66,10 @@ class ToyWorldRun:
         self.teacher_key = teacher_key or config_key("teacher", dump_config(self.config), recipe.teacher)
 
     # ------------------------------------------------------------------ helpers
+    def _eval_key(self, model_key: str) -> str:
+        """An evaluation is cached per model, evaluation set and version of the metrics."""
+        return config_key(model_key, self.recipe.eval, f"metrics-v{METRICS_VERSION}")
+
     def _load(self, path: Path) -> WanDiT:
         return load_dit(self.config, path / "generator").eval().requires_grad_(False)
 
@@ -87,7 +94,7 @@ class ToyWorldRun:
 
     def evaluate_teacher(self, teacher: WanDiT) -> dict[str, dict]:
         """Untrained (same init seed) vs teacher, both against real videos; cached with the teacher."""
-        key = config_key(self.teacher_key, self.recipe.eval)
+        key = self._eval_key(self.teacher_key)
         path = self.cache_dir / f"teacher-{self.teacher_key}" / f"eval-{key}"
 
         def build(p: Path) -> dict[str, Any]:
@@ -102,7 +109,7 @@ class ToyWorldRun:
 
     def teacher_samples(self):
         """The cached evaluation arrays: real, untrained and teacher videos (uint8 [N, T, H, W, 3])."""
-        key = config_key(self.teacher_key, self.recipe.eval)
+        key = self._eval_key(self.teacher_key)
         return np.load(self.cache_dir / f"teacher-{self.teacher_key}" / f"eval-{key}" / "samples.npz")
 
     def ode_init(self, teacher: WanDiT) -> tuple[WanDiT, str]:
@@ -152,7 +159,7 @@ class ToyWorldRun:
         return clone
 
     def evaluate_student(self, name: str, model: WanDiT, key: str, teacher_videos: np.ndarray) -> dict:
-        ekey = config_key(key, self.recipe.eval)
+        ekey = self._eval_key(key)
         path = self.out / "eval" / name.replace("/", "_")
 
         def build(p: Path) -> dict[str, Any]:
