@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from selfforcing.diffusion import FlowMatchSchedule, euler_sample, few_step_sample
@@ -39,3 +40,24 @@ def test_samplers_recover_data_with_an_exact_denoiser():
     res = euler_sample(oracle, noise, 8, s, record_trajectory=True)
     torch.testing.assert_close(res.sample, target)
     assert len(res.trajectory) == 9 and res.trajectory[0][0] == 1000.0
+
+
+def test_euler_eta_interpolates_between_the_ode_and_the_few_step_loop():
+    s = FlowMatchSchedule(shift=3.0)
+    w = torch.randn(4, 4, dtype=torch.float64)
+
+    def denoise(x, t):  # any smooth function of (x, t) will do: the samplers' arithmetic is under test
+        return torch.tanh(x @ w) * (t[..., None, None, None] / 1000)
+
+    noise = torch.randn(2, 3, 1, 4, 4, dtype=torch.float64)
+    ode = euler_sample(denoise, noise, 6, s).sample
+    # eta = 0 through the stochastic path's formula is the Euler step, up to rounding
+    torch.testing.assert_close(euler_sample(denoise, noise, 6, s, eta=1e-12,
+                                            generator=torch.Generator().manual_seed(0)).sample, ode)
+    # eta = 1 is "predict x0, re-noise with fresh noise" at the Euler grid's timesteps
+    grid = [s.timestep(sig) for sig in s.sampling_sigmas(6)[:-1]]
+    loop = few_step_sample(denoise, noise, grid, s, torch.Generator().manual_seed(5))
+    renoised = euler_sample(denoise, noise, 6, s, eta=1.0, generator=torch.Generator().manual_seed(5)).sample
+    torch.testing.assert_close(renoised, loop)
+    with pytest.raises(ValueError, match="eta=1.5 must be in"):
+        euler_sample(denoise, noise, 6, s, eta=1.5)

@@ -32,13 +32,16 @@ def test_limits_nearest_mode_at_low_noise_and_mean_at_full_noise():
     assert torch.allclose(posterior_x0(eps, 1.0, modes), modes.mean(1), atol=1e-12)
 
 
-def test_euler_with_the_exact_denoiser_samples_the_modes_evenly():
-    """The sampler, not a learned model, is under test: from noise it must land on a mode every time."""
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_euler_with_the_exact_denoiser_samples_the_modes_evenly(eta):
+    """The sampler, not a learned model, is under test: from noise it must land on a mode every time,
+    deterministic (eta 0) or re-noised at every step (eta 1)."""
     n, k = 256, 4
     modes = _modes(n, k)
     noise = torch.randn(n, 3, 2, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     schedule = FlowMatchSchedule(1000, 3.0)
-    sample = euler_sample(lambda x, t: posterior_flow(x, t, modes), noise, 24, schedule, shift=3.0).sample
+    sample = euler_sample(lambda x, t: posterior_flow(x, t, modes), noise, 24, schedule, shift=3.0, eta=eta,
+                          generator=torch.Generator().manual_seed(2)).sample
     dist = (sample[:, None] - modes).flatten(2).norm(dim=-1)  # [n, k]
     assert dist.min(1).values.max() < 1e-3
     counts = np.bincount(dist.argmin(1).numpy(), minlength=k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -57,8 +58,19 @@ def euler_sample(
     uncond_denoise: Denoiser | None = None,
     guidance_scale: float = 1.0,
     record_trajectory: bool = False,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> EulerResult:
-    """N-step Euler ODE sampler with optional classifier-free guidance (teacher sampling, ODE pairs)."""
+    """N-step Euler ODE sampler with optional classifier-free guidance (teacher sampling, ODE pairs).
+
+    ``eta`` > 0 makes the steps stochastic (DDIM's eta, for flow matching): from the step's x0 and the noise
+    it implies, eps = (x - (1 - s) x0) / s, the next state is (1 - s') x0 + s' (sqrt(1 - eta^2) eps + eta z)
+    with fresh z ~ N(0, I) from ``generator``. eta = 0 is the Euler ODE step (deterministic: ODE pairs need
+    it); eta = 1 is the few-step generator's "predict x0, re-noise" loop. Fresh noise lets frames that a
+    teacher committed to at high noise, where it is weakest, be re-decided later (docs/results/toyworld.md).
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta} must be in [0, 1] (0 = Euler ODE, 1 = re-noise with fresh noise)")
     sigmas = schedule.sampling_sigmas(num_steps, shift)
     x = noise
     trajectory: list[tuple[float, torch.Tensor]] = []
@@ -70,8 +82,22 @@ def euler_sample(
         flow = denoise(x, tt)
         if uncond_denoise is not None and guidance_scale != 1.0:
             flow = cfg_flow(flow, uncond_denoise(x, tt), guidance_scale)
-        ct = torch.promote_types(x.dtype, torch.float32)
-        x = (x.to(ct) + (sigmas[i + 1] - sigmas[i]) * flow.to(ct)).to(x.dtype)
+        if eta > 0.0 and sigmas[i + 1] > 0.0:
+            x = _stochastic_step(x, flow, sigmas[i], sigmas[i + 1], eta, generator)
+        else:
+            ct = torch.promote_types(x.dtype, torch.float32)
+            x = (x.to(ct) + (sigmas[i + 1] - sigmas[i]) * flow.to(ct)).to(x.dtype)
     if record_trajectory:
         trajectory.append((0.0, x.clone()))
     return EulerResult(sample=x, trajectory=trajectory)
+
+
+def _stochastic_step(
+    x: torch.Tensor, flow: torch.Tensor, s: float, s_next: float, eta: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """From sigma s to s_next keeping a 1 - eta^2 share of the implied noise's variance, the rest fresh."""
+    ct = torch.promote_types(x.dtype, torch.float32)
+    x0 = x.to(ct) - s * flow.to(ct)
+    eps = (x.to(ct) - (1 - s) * x0) / s
+    fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype).to(ct)
+    return ((1 - s_next) * x0 + s_next * (math.sqrt(1 - eta**2) * eps + eta * fresh)).to(x.dtype)
