@@ -68,6 +68,9 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path: Path):
         m = metrics[stage]
         assert isinstance(m["frechet_distance"], float) and m["frechet_distance"] >= 0
         assert len(m["fidelity_by_chunk"]) == 12 // 3
+    for tv in (700, 850, 950):  # the teacher's stillness diagnostics, against the exact denoiser's
+        assert 0 <= metrics["teacher"][f"still_x0_moving_t{tv}"] <= 1
+        assert metrics["teacher"][f"still_oracle_moving_t{tv}"] == 1.0
     sf, ode = metrics["self_forcing"], metrics["ode_init"]
     for prefix in ("", "extrap_"):  # Self Forcing vs its start, with the bootstrap's spread
         assert sf[f"{prefix}frechet_vs_ode_init_margin"] == pytest.approx(

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 
 from selfforcing.config import PlatformConfig
-from selfforcing.data.toyworld import render_every_start
+from selfforcing.data.toyworld import render, render_every_start
 from selfforcing.evaluation import (
     FrechetComparison,
     analyse_videos,
     compare_frechet,
+    displacements,
     evaluate_videos,
+    fit_frames,
     posterior_x0,
 )
 from selfforcing.inference import VideoPipeline
@@ -97,14 +99,55 @@ def denoising_diagnostics(
     return out
 
 
+STILLNESS_TIMESTEPS = (700, 850, 950)
+
+
+@torch.no_grad()
+def stillness_diagnostics(
+    model: WanDiT, config: PlatformConfig, data: ToyData, timesteps=STILLNESS_TIMESTEPS, n: int = 48,
+    seed: int = 11,
+) -> Metrics:
+    """Does the denoiser put a standing object, captioned as moving, back into motion?
+
+    Each scene's first frame is repeated for the whole clip, noised to t and denoised once;
+    ``still_x0_moving_t*`` is the share of frame steps in which the x0 prediction moves, and
+    ``still_oracle_moving_t*`` the same for the exact denoiser, which pulls the clip onto the nearest
+    captioned trajectory. A model near 0 where the oracle is near 1 gives DMD's real score no signal
+    against the stillness that autoregressive students drift into (docs/results/toyworld.md).
+    """
+    world = data.world
+    batch = data.batch(n, np.random.default_rng(seed))
+    still = np.repeat(render(batch.scenes, 1), world.num_frames, axis=1)  # frame 0, held
+    x0 = data.codec.encode(still)
+    frames = render_every_start(batch.scenes, world.num_frames)  # [n, K, T, H, W, 3]: the captioned clips
+    modes = data.codec.encode(frames.reshape(-1, *frames.shape[2:])).reshape(n, -1, *x0.shape[1:])
+    schedule = schedule_of(config)
+    gen = torch.Generator().manual_seed(seed)
+
+    def moving(latents: torch.Tensor) -> float:
+        fit = fit_frames(data.decode(latents), world)
+        return float((displacements(fit.position, world.grid) != 0).any(axis=-1).mean())
+
+    out: Metrics = {}
+    for tv in timesteps:
+        t = torch.full(x0.shape[:2], float(tv))
+        xt = schedule.add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+        pred = schedule.x0_from_flow(xt, model(xt.to(data.device), t.to(data.device), batch.text).cpu(), t)
+        out[f"still_x0_moving_t{tv}"] = moving(pred)
+        out[f"still_oracle_moving_t{tv}"] = moving(posterior_x0(xt.double(), tv / 1000, modes.double()).float())
+    return out
+
+
 def evaluate_teacher(
     model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet
 ) -> tuple[Metrics, np.ndarray]:
-    """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics``; also returns the
+    """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics`` and
+    ``stillness_diagnostics``; also returns the
     samples (uint8)."""
     videos = data.decode(sample_teacher(model, config, data, es.prompts, es.seeds))
     metrics = measure(videos, es.prompts, data, es.real_videos, es.prompts)
     metrics.update(denoising_diagnostics(model, config, data))
+    metrics.update(stillness_diagnostics(model, config, data))
     return metrics, videos
 
 

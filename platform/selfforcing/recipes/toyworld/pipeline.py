@@ -38,8 +38,8 @@ from .world import ToyData
 
 STUDENT_STAGES = ("ode_init", "self_forcing")
 # Bump when evaluate_videos gains or changes a metric: cached evaluations are then recomputed (from the
-# cached models; nothing is retrained). v2: moving_fraction.
-METRICS_VERSION = 2
+# cached models; nothing is retrained). v2: moving_fraction. v3: the teacher's stillness diagnostics.
+METRICS_VERSION = 3
 
 
 def default_cache_dir() -> Path:

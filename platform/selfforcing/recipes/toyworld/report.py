@@ -22,6 +22,7 @@ HEADLINE = (
     "extrap_frechet_vs_ode_init_closer_fraction",
     "x0_error_t900", "frame_oracle_x0_error_t900", "oracle_x0_error_t900",
     "x0_error_t850", "frame_oracle_x0_error_t850", "oracle_x0_error_t850",
+    "still_x0_moving_t850", "still_oracle_moving_t850", "still_x0_moving_t950", "still_oracle_moving_t950",
 )
 
 # Per-chunk measures of extrapolated rollouts: the plots and tables of quality against chunk index.
