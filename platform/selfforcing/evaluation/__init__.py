@@ -7,7 +7,7 @@ from .fitting import FrameFit, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk, frechet_distance
 from .metrics import VideoAnalysis, analyse_videos, evaluate_videos
 from .posterior import posterior_flow, posterior_x0
-from .trajectory import TrajectoryFit, displacements, fit_trajectory, wrap
+from .trajectory import TrajectoryFit, displacements, fit_trajectory, moving_steps, wrap
 
 __all__ = [
     "Agreement",
@@ -28,6 +28,7 @@ __all__ = [
     "fit_trajectory",
     "frechet_by_chunk",
     "frechet_distance",
+    "moving_steps",
     "posterior_flow",
     "posterior_x0",
     "wrap",

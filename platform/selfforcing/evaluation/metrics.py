@@ -28,7 +28,7 @@ from .agreement import Agreement, Targets, as_scenes, caption_agreement
 from .chunks import by_chunk
 from .fitting import FrameFit, as_unit_float, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk
-from .trajectory import TrajectoryFit, displacements, fit_trajectory
+from .trajectory import TrajectoryFit, fit_trajectory, moving_steps
 
 
 @dataclass
@@ -106,8 +106,7 @@ def evaluate_videos(
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk)
     for name in ("direction", "speed", "motion"):
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk, first_frame=1)
-    moving = (displacements(a.fit.position, config.grid) != 0).any(axis=-1)
-    _put(out, "moving_fraction", moving, frames_per_chunk, first_frame=1)
+    _put(out, "moving_fraction", moving_steps(a.fit.position, config.grid), frames_per_chunk, first_frame=1)
     dist = a.trajectory.distance
     out["trajectory_error"] = float(np.sqrt((dist**2).mean()))
     out["trajectory_error_by_chunk"] = [float(np.sqrt(v)) for v in by_chunk(dist**2, frames_per_chunk)]  # type: ignore[arg-type]

@@ -23,6 +23,11 @@ def displacements(position: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return np.stack([wrap(step[..., 0], grid[0]), wrap(step[..., 1], grid[1])], axis=-1)
 
 
+def moving_steps(position: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """bool [N, T-1]: whether the object moved at all from frame t-1 to frame t (positions [N, T, 2])."""
+    return (displacements(position, grid) != 0).any(axis=-1)
+
+
 @dataclass
 class TrajectoryFit:
     """Best constant-velocity trajectory per video."""

@@ -19,9 +19,9 @@ from selfforcing.evaluation import (
     FrechetComparison,
     analyse_videos,
     compare_frechet,
-    displacements,
     evaluate_videos,
     fit_frames,
+    moving_steps,
     posterior_x0,
 )
 from selfforcing.inference import VideoPipeline
@@ -126,7 +126,7 @@ def stillness_diagnostics(
 
     def moving(latents: torch.Tensor) -> float:
         fit = fit_frames(data.decode(latents), world)
-        return float((displacements(fit.position, world.grid) != 0).any(axis=-1).mean())
+        return float(moving_steps(fit.position, world.grid).mean())
 
     out: Metrics = {}
     for tv in timesteps:
