@@ -65,8 +65,8 @@ class _NaNOnce:
             return ScoreResult(result.grad * float("nan"), result.metrics)
         return result
 
-    def update(self, x, cond, draw=None):
-        return self.inner.update(x, cond, draw)
+    def update(self, x, cond, draw=None, meta=None):
+        return self.inner.update(x, cond, draw, meta)
 
 
 def test_non_finite_steps_are_skipped_and_counted(platform, train_config, models, batch):

@@ -8,6 +8,8 @@ its x0 prediction). Both differ from Self Forcing in that the context is noised 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -55,23 +57,32 @@ def diffusion_forcing_sample(
     timesteps: list[float],
     schedule: FlowMatchSchedule,
     frames_per_chunk: int,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     window_frames: int | None = None,
     sink_frames: int = 0,
 ) -> GeneratedSample:
     """CausVid's generator sample: clean [B, F, C, h, w] noised per chunk to a random denoising step.
 
-    Returns the generator's x0 prediction (with grad where enabled) and, per frame, the timestep it
-    denoised from (``t_to`` is the next step, or 0).
+    ``generator`` is one generator for the batch, or one per sample (then sample b's draws depend only on
+    its own generator, so splitting a batch changes nothing). Returns the generator's x0 prediction (with
+    grad where enabled) and, per frame, the timestep it denoised from (``t_to`` is the next step, or 0).
     """
     b, f = clean.shape[:2]
     k = frames_per_chunk
     if f % k:
         raise ValueError(f"frames={f} must be a multiple of frames_per_chunk={k}")
-    idx = torch.randint(len(timesteps), (b, f // k), generator=generator).repeat_interleave(k, dim=1)
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator)
+    if len(gens) not in (1, b):
+        raise ValueError(f"{len(gens)} generators for a batch of {b}")
+    rows = b if len(gens) == 1 else 1
+    idx_parts, noise_parts = [], []
+    for g in gens:
+        idx_parts.append(torch.randint(len(timesteps), (rows, f // k), generator=g).repeat_interleave(k, dim=1))
+        noise_parts.append(torch.randn((rows, *clean.shape[1:]), generator=g, dtype=torch.float64))
+    idx = torch.cat(idx_parts)
+    noise = torch.cat(noise_parts).to(clean.device, clean.dtype)
     steps = torch.tensor(list(timesteps) + [0.0], dtype=torch.float32)
     t = steps[idx].to(clean.device)
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float64).to(clean.device, clean.dtype)
     x_t = schedule.add_noise(clean, noise, t)
     flow = model(x_t, t, text, frames_per_chunk=k, window_frames=window_frames, sink_frames=sink_frames)
     x0 = schedule.x0_from_flow(x_t, flow, t)

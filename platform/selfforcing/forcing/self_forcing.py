@@ -192,7 +192,31 @@ def step_seed(base_seed: int, step: int, stream: int = 0) -> int:
     return (int(base_seed) * 1_000_003 + int(step) * 7_919 + int(stream) * 104_729) % (2**63 - 1)
 
 
-def sample_seeds(base_seed: int, step: int, batch_size: int, rank: int = 0) -> Sequence[int]:
-    """Noise seeds of one step's samples on one rank (distinct across steps, ranks and samples)."""
-    g = seeded_generator(step_seed(base_seed, step, stream=1 + rank))
-    return [int(s) for s in torch.randint(2**62, (batch_size,), generator=g)]
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def sample_seed(base_seed: int, step: int, sample_id: int, stream: int = 0) -> int:
+    """The seed of one sample's draws at one step: a hash of (seed, step, global sample index, stream).
+
+    ``sample_id`` is the sample's position in the step's *global* batch, never a rank: the same global
+    batch gives the same noise on 1 worker or on 8, with or without gradient accumulation. ``stream``
+    separates independent draws of one sample (rollout noise, critic scoring, critic update, ...).
+    """
+    x = 0
+    for part in (base_seed, step, sample_id, stream):
+        x = _splitmix64(x ^ (int(part) & 0xFFFFFFFFFFFFFFFF))
+    return x & 0x3FFFFFFFFFFFFFFF
+
+
+def sample_seeds(base_seed: int, step: int, sample_ids: Sequence[int], stream: int = 0) -> list[int]:
+    """Noise seeds of one step's samples, by their global indices (see ``sample_seed``)."""
+    return [sample_seed(base_seed, step, i, stream) for i in sample_ids]
+
+
+def sample_generators(base_seed: int, step: int, sample_ids: Sequence[int], stream: int = 0) -> list[torch.Generator]:
+    """One seeded CPU generator per sample (draws independent of batch composition and device)."""
+    return [seeded_generator(s) for s in sample_seeds(base_seed, step, sample_ids, stream)]

@@ -29,12 +29,21 @@ class Conditioning:
 
 @dataclass
 class SampleMeta:
-    """What the rollout tells the losses: frames whose gradient counts ``grad_mask`` [B, F] (None = all)
-    and the noise range [t_to, t_from] the sample was denoised in (for ``ts_schedule``)."""
+    """What the rollout tells the losses: frames whose gradient counts ``grad_mask`` [B, F] (None = all),
+    the noise range [t_to, t_from] the sample was denoised in (for ``ts_schedule``), and which samples
+    these are: the training ``step`` and each sample's index in the step's global batch. With those, a
+    scoring role draws each sample's noise from (seed, step, index), so the draws do not depend on how
+    the global batch is split over workers, micro-batches or critic actors."""
 
     grad_mask: torch.Tensor | None = None
     t_from: float | None = None
     t_to: float | None = None
+    step: int | None = None
+    sample_ids: tuple[int, ...] | None = None
+
+    @property
+    def identified(self) -> bool:
+        return self.step is not None and self.sample_ids is not None
 
 
 @dataclass
@@ -121,6 +130,37 @@ def draw_noisy(
         perturb_real=gauss(real) if perturb and real is not None else None,
         perturb_fake=gauss(x) if perturb else None,
     )
+
+
+def draw_noisy_per_sample(
+    x: torch.Tensor,
+    schedule: FlowMatchSchedule,
+    generators: list[torch.Generator],
+    min_t: float,
+    max_t: float,
+    meta: SampleMeta | None = None,
+    ts_schedule: bool = False,
+    real: torch.Tensor | None = None,
+    perturb: bool = False,
+) -> NoisyDraw:
+    """``draw_noisy`` with one generator per sample: sample b's t and noise come from ``generators[b]``
+    only, so any split of a batch into parts draws exactly what the whole batch would."""
+    if len(generators) != x.shape[0]:
+        raise ValueError(f"{len(generators)} generators for a batch of {x.shape[0]}")
+    parts = [
+        draw_noisy(
+            x[b : b + 1], schedule, g, min_t, max_t, meta, ts_schedule,
+            real=None if real is None else real[b : b + 1], perturb=perturb,
+        )
+        for b, g in enumerate(generators)
+    ]
+
+    def cat(name: str) -> torch.Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return NoisyDraw(t=cat("t"), noise=cat("noise"), real_noise=cat("real_noise"),
+                     perturb_real=cat("perturb_real"), perturb_fake=cat("perturb_fake"))
 
 
 def mask_weights(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ from ..forcing import (
     diffusion_forcing_sample,
     draw_rollout_plan,
     frames_to_chunks,
+    sample_generators,
     sample_seeds,
-    seeded_generator,
     self_forcing_rollout,
     step_seed,
 )
@@ -32,17 +32,33 @@ from ..models.wan_dit import WanDiT
 from ..objectives import Conditioning, SampleMeta
 from .config import TrainingConfig
 from .ema import EMA
-from .optim import GuardedOptimizer
+from .optim import GuardedOptimizer, RoleOptimizer
+
+ROLLOUT_STREAM = 1  # the per-sample noise stream of generator rollouts (see forcing.sample_seed)
 
 
 @dataclass
 class TrainBatch:
     """One step's inputs: prompt embeddings [B, L, D], the negative prompt's (same shape) and, where the
-    objective or rollout needs data, real latents [B, F, C, h, w]."""
+    objective or rollout needs data, real latents [B, F, C, h, w].
+
+    ``sample_ids`` are the samples' positions in the step's global batch (default 0..B-1: this batch *is*
+    the global batch). Every per-sample random draw is a function of (seed, step, sample id), so a worker
+    holding samples 4..7 of a batch of 8 draws exactly what a single process holding all 8 draws for them.
+    """
 
     text: torch.Tensor
     negative_text: torch.Tensor | None = None
     real_latents: torch.Tensor | None = None
+    sample_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_ids is None:
+            self.sample_ids = tuple(range(self.text.shape[0]))
+        elif len(self.sample_ids) != self.text.shape[0]:
+            raise ValueError(f"{len(self.sample_ids)} sample ids for a batch of {self.text.shape[0]}")
+        else:
+            self.sample_ids = tuple(int(i) for i in self.sample_ids)
 
     def conditioning(self) -> Conditioning:
         return Conditioning(self.text, self.negative_text, self.real_latents)
@@ -65,7 +81,7 @@ def _self_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> Generate
     text = batch.text.to(role.device, role.dtype)
     return self_forcing_rollout(
         role.model, text, role.plan(step), role.latent_shape, role.rollout_config, role.schedule,
-        NoiseSource(sample_seeds(role.config.seed, step, text.shape[0], role.rank)),
+        NoiseSource(sample_seeds(role.config.seed, step, batch.sample_ids, ROLLOUT_STREAM)),
         window_frames=role.window_frames, sink_frames=role.sink_frames,
     )
 
@@ -74,10 +90,11 @@ def _self_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> Generate
 def _diffusion_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> GeneratedSample:
     if batch.real_latents is None:
         raise ValueError("the diffusion_forcing (CausVid) rollout needs batch.real_latents to noise")
+    # One generator per sample, so the draws do not depend on how the global batch is split.
     return diffusion_forcing_sample(
         role.model, batch.real_latents.to(role.device, role.dtype), batch.text.to(role.device, role.dtype),
         list(role.rollout_config.timesteps), role.schedule, role.rollout_config.frames_per_chunk,
-        seeded_generator(step_seed(role.config.seed, step, stream=1000 + role.rank)),
+        sample_generators(role.config.seed, step, batch.sample_ids, ROLLOUT_STREAM),
         window_frames=role.window_frames, sink_frames=role.sink_frames,
     )
 
@@ -85,7 +102,10 @@ def _diffusion_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> Gen
 class GeneratorRole:
     """The few-step causal generator with its optimiser and EMA."""
 
-    def __init__(self, model: WanDiT, platform: PlatformConfig, config: TrainingConfig, rank: int = 0) -> None:
+    def __init__(
+        self, model: WanDiT, platform: PlatformConfig, config: TrainingConfig, rank: int = 0,
+        optimizer: RoleOptimizer | None = None,
+    ) -> None:
         if config.rollout.kind not in SAMPLE_SOURCES:
             raise ValueError(f"unknown rollout kind {config.rollout.kind!r}; valid: {sorted(SAMPLE_SOURCES)}")
         self.model = model.train()
@@ -107,7 +127,9 @@ class GeneratorRole:
         self.max_chunks = frames_to_chunks(ro.max_frames, k, "rollout.max_frames")
         self.window_chunks = frames_to_chunks(ro.loss_window_frames or ro.min_frames, k, "rollout.loss_window_frames")
         self.sample_source = SAMPLE_SOURCES[ro.kind]
-        self.optimizer = GuardedOptimizer(model.parameters(), config.generator_optim)
+        self.optimizer = (
+            optimizer if optimizer is not None else GuardedOptimizer(model.parameters(), config.generator_optim)
+        )
         self.ema = EMA(config.ema)
 
     @property
@@ -126,19 +148,33 @@ class GeneratorRole:
         return self.sample_source(self, batch, step)
 
     @staticmethod
-    def meta(sample: GeneratedSample) -> SampleMeta:
-        """What to send to a scorer with the detached sample."""
+    def meta(sample: GeneratedSample, step: int | None = None, batch: TrainBatch | None = None) -> SampleMeta:
+        """What to send to a scorer with the detached sample (with ``step`` and ``batch``, the samples'
+        identity, from which the scorer draws each sample's noise)."""
         t_to, t_from = sample.denoised_range
-        return SampleMeta(grad_mask=sample.grad_mask, t_from=t_from, t_to=t_to)
+        ids = None if batch is None else batch.sample_ids
+        return SampleMeta(grad_mask=sample.grad_mask, t_from=t_from, t_to=t_to, step=step, sample_ids=ids)
+
+    def backward(self, sample: GeneratedSample, grad: torch.Tensor) -> None:
+        """Accumulate the parameter gradient of one (micro-)batch: d/dtheta of sum(x * dL/dx), which
+        back-propagates exactly dL/dx through the exit steps. A non-finite dL/dx is not back-propagated
+        by the local optimiser and poisons the step under DeepSpeed; either way the step is skipped."""
+        if sample.video.requires_grad:
+            g = grad.to(sample.video.device, sample.video.dtype).detach()
+            self.optimizer.backward((sample.video * g).sum())
+
+    def finish_step(self, step: int, loss: float | None = None) -> dict[str, float]:
+        """The optimiser step over the gradients accumulated since the last one, then the EMA."""
+        outcome = self.optimizer.step(loss)
+        if outcome.applied:
+            with self.optimizer.full_parameters():
+                self.ema.update(self.model, step)
+        return {"generator_grad_norm": outcome.grad_norm, "generator_skipped": float(not outcome.applied)}
 
     def apply_gradient(
         self, sample: GeneratedSample, grad: torch.Tensor, step: int, loss: float | None = None
     ) -> dict[str, float]:
         """x.backward(dL/dx), then a guarded AdamW step and the EMA update; returns metrics."""
         self.optimizer.zero_grad()
-        if sample.video.requires_grad:
-            sample.video.backward(grad.to(sample.video.device, sample.video.dtype))
-        outcome = self.optimizer.step(loss)
-        if outcome.applied:
-            self.ema.update(self.model, step)
-        return {"generator_grad_norm": outcome.grad_norm, "generator_skipped": float(not outcome.applied)}
+        self.backward(sample, grad)
+        return self.finish_step(step, loss)

@@ -27,7 +27,9 @@ class ScoringRole(Protocol):
         self, x: torch.Tensor, cond: Conditioning, meta: SampleMeta | None = None, draw: NoisyDraw | None = None
     ) -> ScoreResult: ...
 
-    def update(self, x: torch.Tensor, cond: Conditioning, draw: NoisyDraw | None = None) -> dict[str, float]: ...
+    def update(
+        self, x: torch.Tensor, cond: Conditioning, draw: NoisyDraw | None = None, meta: SampleMeta | None = None
+    ) -> dict[str, float]: ...
 
 
 @dataclass
@@ -61,7 +63,8 @@ class LocalTrainer:
         if self.is_generator_step(step):
             sample = self.generator.sample(batch, step)
             x = sample.video.detach()
-            grad, score_metrics = self.scorer.score_gradient(x, cond, self.generator.meta(sample))
+            meta = self.generator.meta(sample, step, batch)
+            grad, score_metrics = self.scorer.score_gradient(x, cond, meta)
             metrics.update(score_metrics)
             finite = bool(torch.isfinite(grad).all())
             gen = self.generator.apply_gradient(sample, grad, step, loss=None if finite else float("nan"))
@@ -72,8 +75,10 @@ class LocalTrainer:
                 self.state.generator_steps += 1
         else:
             with torch.no_grad():
-                x = self.generator.sample(batch, step).video.detach()
-        critic = self.scorer.update(x, cond)
+                sample = self.generator.sample(batch, step)
+            x = sample.video.detach()
+            meta = self.generator.meta(sample, step, batch)
+        critic = self.scorer.update(x, cond, meta=meta)
         metrics.update(critic)
         skipped = any(v for k, v in critic.items() if k.endswith("_skipped"))
         if skipped:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -26,6 +28,31 @@ class StepOutcome:
     reason: str = ""
 
 
+class RoleOptimizer(Protocol):
+    """What a role needs from its optimiser; injected, so one role runs with plain AdamW in one process
+    (``GuardedOptimizer``) or with a DeepSpeed ZeRO engine on Ray
+    (``training.distributed.DeepSpeedOptimizer``).
+
+    A step is ``zero_grad`` -> ``backward(loss)`` (once per micro-batch) -> ``step(loss)``. A non-finite
+    loss or gradient skips the step (weights and optimiser state untouched) and is counted in ``skipped``.
+    """
+
+    skipped: int
+    applied: int
+
+    def zero_grad(self) -> None: ...
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self, loss: torch.Tensor | float | None = None) -> StepOutcome: ...
+
+    def full_parameters(self) -> contextlib.AbstractContextManager: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
 class GuardedOptimizer:
     """One role's optimiser. A step whose loss or gradients are non-finite is skipped (gradients are
     dropped, weights and optimiser state untouched) and counted in ``skipped``, so one bad batch cannot
@@ -42,6 +69,16 @@ class GuardedOptimizer:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate d(loss)/d(params); a non-finite loss is not back-propagated (``step`` skips it)."""
+        if bool(torch.isfinite(loss.detach()).all()):
+            loss.backward()
+
+    @contextlib.contextmanager
+    def full_parameters(self) -> Iterator[None]:
+        """Parameters are whole in one process: nothing to gather."""
+        yield
 
     def step(self, loss: torch.Tensor | float | None = None) -> StepOutcome:
         """Clip and step on the gradients accumulated since ``zero_grad``, unless something is non-finite."""
