@@ -80,7 +80,7 @@ def register_sample_source(name: str) -> Callable[[SampleFn], SampleFn]:
 def _self_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> GeneratedSample:
     text = batch.text.to(role.device, role.dtype)
     return self_forcing_rollout(
-        role.model, text, role.plan(step), role.latent_shape, role.rollout_config, role.schedule,
+        role.runner, text, role.plan(step), role.latent_shape, role.rollout_config, role.schedule,
         NoiseSource(sample_seeds(role.config.seed, step, batch.sample_ids, ROLLOUT_STREAM)),
         window_frames=role.window_frames, sink_frames=role.sink_frames,
     )
@@ -92,7 +92,7 @@ def _diffusion_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> Gen
         raise ValueError("the diffusion_forcing (CausVid) rollout needs batch.real_latents to noise")
     # One generator per sample, so the draws do not depend on how the global batch is split.
     return diffusion_forcing_sample(
-        role.model, batch.real_latents.to(role.device, role.dtype), batch.text.to(role.device, role.dtype),
+        role.runner, batch.real_latents.to(role.device, role.dtype), batch.text.to(role.device, role.dtype),
         list(role.rollout_config.timesteps), role.schedule, role.rollout_config.frames_per_chunk,
         sample_generators(role.config.seed, step, batch.sample_ids, ROLLOUT_STREAM),
         window_frames=role.window_frames, sink_frames=role.sink_frames,
@@ -100,15 +100,21 @@ def _diffusion_forcing(role: GeneratorRole, batch: TrainBatch, step: int) -> Gen
 
 
 class GeneratorRole:
-    """The few-step causal generator with its optimiser and EMA."""
+    """The few-step causal generator with its optimiser and EMA.
+
+    ``model`` is the plain network (its parameter names are what the EMA and exports use); ``runner`` is
+    what the rollout calls, the model itself locally or the DeepSpeed engine wrapping it (ZeRO-3 must see
+    every forward to gather and accumulate correctly).
+    """
 
     def __init__(
         self, model: WanDiT, platform: PlatformConfig, config: TrainingConfig, rank: int = 0,
-        optimizer: RoleOptimizer | None = None,
+        optimizer: RoleOptimizer | None = None, runner: torch.nn.Module | None = None,
     ) -> None:
         if config.rollout.kind not in SAMPLE_SOURCES:
             raise ValueError(f"unknown rollout kind {config.rollout.kind!r}; valid: {sorted(SAMPLE_SOURCES)}")
         self.model = model.train()
+        self.runner = runner if runner is not None else self.model
         self.config = config
         self.rank = rank
         p = next(model.parameters())

@@ -39,6 +39,7 @@ class RoleOptimizer(Protocol):
 
     skipped: int
     applied: int
+    accumulation_steps: int  # backward calls per step; the step applies their mean
 
     def zero_grad(self) -> None: ...
 
@@ -58,7 +59,10 @@ class GuardedOptimizer:
     dropped, weights and optimiser state untouched) and counted in ``skipped``, so one bad batch cannot
     poison the weights of a long run."""
 
-    def __init__(self, params: Iterable[nn.Parameter], config: OptimConfig) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], config: OptimConfig, accumulation_steps: int = 1) -> None:
+        if accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps={accumulation_steps} must be >= 1")
+        self.accumulation_steps = accumulation_steps
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("GuardedOptimizer got no trainable parameters")
@@ -71,9 +75,10 @@ class GuardedOptimizer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Accumulate d(loss)/d(params); a non-finite loss is not back-propagated (``step`` skips it)."""
+        """Accumulate d(loss)/d(params) / accumulation_steps (so a step applies the mean over its
+        micro-batches); a non-finite loss is not back-propagated (``step`` skips it)."""
         if bool(torch.isfinite(loss.detach()).all()):
-            loss.backward()
+            (loss / self.accumulation_steps if self.accumulation_steps > 1 else loss).backward()
 
     @contextlib.contextmanager
     def full_parameters(self) -> Iterator[None]:
