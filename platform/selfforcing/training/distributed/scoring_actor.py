@@ -1,0 +1,215 @@
+"""The critic / discriminator actor group: scoring roles in their own processes, placement group and
+``torch.distributed`` group, trained as DeepSpeed data parallel.
+
+``ScoringHost`` builds the role on DeepSpeed engines (the trained network with ZeRO 1/2/3 and torch's
+AdamW; the frozen real score plain or ZeRO-3-partitioned over the group). ``ScoringActor`` adds the
+ordering that makes the distributed step equal the local one: scoring for step k waits until update k-1
+is applied, and update k runs once every payload of step k has arrived (one optimiser step per training
+step, over all of its callers' samples). ``ScoringGroup`` places the actors and wires their process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import torch
+
+from ...diffusion.schedule import FlowMatchSchedule
+from ...objectives import ScoreResult
+from ..job_config import SelfForcingJobConfig
+from ..networks import scoring_networks
+from ..optim import build_adamw
+from ..roles import CriticRole, DiscriminatorRole
+from ..scoring_service import ScorePayload, ScoringService
+from .deepspeed_config import build_deepspeed_config, inference_config, resolve_precision
+from .deepspeed_optim import DeepSpeedOptimizer
+
+NAMESPACE = "selfforcing"
+_KEEP_RESULTS = 8  # update metrics kept per actor (callers collect theirs within a step or two)
+
+
+@dataclass
+class ScoringActorSpec:
+    """What one actor of the group needs: the job, its index, how many payloads make a step."""
+
+    job: SelfForcingJobConfig
+    index: int
+    payloads_per_step: int
+    start_step: int = 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+class ScoringHost:
+    """Builds and holds the scoring role of one actor (on DeepSpeed engines)."""
+
+    def __init__(self, spec: ScoringActorSpec) -> None:
+        self.spec = spec
+        self.service: ScoringService | None = None
+
+    def address(self) -> tuple[str, int]:
+        """(node IP, a free port) for the group's rendezvous; asked of the leader only."""
+        import ray
+
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the group's process group and build the role (all actors call this together)."""
+        import deepspeed
+
+        job, spec = self.spec.job, self.spec
+        sc = job.scoring
+        use_cuda = sc.gpus_per_actor > 0 and torch.cuda.is_available()
+        device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+        else:
+            torch.set_num_threads(max(1, int(sc.cpus_per_actor)))
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(spec.index),
+                          WORLD_SIZE=str(sc.num_actors), LOCAL_RANK="0")
+        deepspeed.init_distributed(
+            dist_backend="nccl" if use_cuda else "gloo", init_method=f"tcp://{master_addr}:{master_port}",
+            rank=spec.index, world_size=sc.num_actors, verbose=False,
+        )
+        training = job.training
+        real, trained = scoring_networks(
+            job.models, job.platform, training.objective, training.gan.num_registers, device
+        )
+        precision = resolve_precision(job.scaling.precision, use_cuda)
+        per_actor = training.batch_size // sc.num_actors
+        config = build_deepspeed_config(
+            training.critic_optim, zero_stage=sc.zero_stage, micro_batch_size=per_actor,
+            world_size=sc.num_actors, precision=precision,
+        )
+        engine, *_ = deepspeed.initialize(
+            model=trained, optimizer=build_adamw(trained.parameters(), training.critic_optim), config=config
+        )
+        optimizer = DeepSpeedOptimizer(engine)
+        sched = job.platform.schedule
+        schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
+        if training.objective == "gan":
+            role = DiscriminatorRole(engine, schedule, training, seed=training.seed, optimizer=optimizer)
+        else:
+            if sc.real_score_zero3:
+                real.requires_grad_(False)
+                real = deepspeed.initialize(model=real, config=inference_config(3, precision))[0]
+            elif precision == "bf16":
+                real = real.to(torch.bfloat16)
+            role = CriticRole(real, engine, schedule, training, seed=training.seed, optimizer=optimizer)
+        self.engine = engine
+        self.role = role
+        self.service = ScoringService(role, spec.payloads_per_step, spec.start_step)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def export_network(self, path: str | None) -> None:
+        """Write the trained network's full fp32 state dict to ``path`` (actor 0 writes; every actor of
+        the group must call this: ZeRO-3 gathers collectively)."""
+        with self.role.optimizer.full_parameters():
+            if self.spec.index == 0 and path is not None:
+                state = {k: v.detach().float().cpu().clone() for k, v in self.engine.module.state_dict().items()}
+                torch.save(state, path)
+
+
+class ScoringActor(ScoringHost):
+    """The Ray actor (async: calls from several workers interleave; compute runs one at a time)."""
+
+    def __init__(self, spec: ScoringActorSpec) -> None:
+        super().__init__(spec)
+        self._changed: asyncio.Condition | None = None
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def _wait_until(self, predicate) -> None:
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(predicate)
+
+    async def score(self, step: int, payload: ScorePayload) -> ScoreResult:
+        """dL/dx of one payload with the weights after update ``step - 1`` (waits for it)."""
+        service = self.service
+        await self._wait_until(lambda: service.updated_through >= step - 1)
+        return service.score(payload)
+
+    async def update(self, step: int, payload: ScorePayload) -> dict[str, float]:
+        """Queue the payload; the caller that completes the step runs its one optimiser step. Every
+        caller gets the step's metrics."""
+        service = self.service
+        if service.add(payload):
+            await self._wait_until(lambda: service.updated_through >= step - 1)
+            service.run_update(step)
+            for old in [s for s in service.results if s <= step - _KEEP_RESULTS]:
+                del service.results[old]
+            cond = self._condition()
+            async with cond:
+                cond.notify_all()
+        else:
+            await self._wait_until(lambda: service.updated_through >= step)
+        return service.results[step]
+
+
+class ScoringGroup:
+    """``num_actors`` scoring actors in one placement group, joined in their own process group."""
+
+    def __init__(self, job: SelfForcingJobConfig, start_step: int = 0, timeout_s: float = 300.0) -> None:
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        sc = job.scoring
+        bundle = {"CPU": sc.cpus_per_actor, **({"GPU": sc.gpus_per_actor} if sc.gpus_per_actor else {})}
+        self.pg = placement_group([dict(bundle) for _ in range(sc.num_actors)], strategy=sc.placement_strategy)
+        try:
+            ray.get(self.pg.ready(), timeout=timeout_s)
+        except Exception as exc:
+            remove_placement_group(self.pg)
+            raise RuntimeError(
+                f"the scoring actors' placement group ({sc.num_actors} x {bundle}) could not be placed in "
+                f"{timeout_s:.0f} s: the cluster lacks the resources (scoring.num_actors, scoring.cpus_per_actor, "
+                f"scoring.gpus_per_actor)"
+            ) from exc
+        payloads = (job.scaling.num_workers // sc.num_actors) * job.scaling.gradient_accumulation_steps
+        remote = ray.remote(ScoringActor)
+        tag = uuid.uuid4().hex[:8]
+        self.names = [f"{job.run.name}-scoring-{i}-{tag}" for i in range(sc.num_actors)]
+        self.actors = [
+            remote.options(
+                name=name, namespace=NAMESPACE, num_cpus=sc.cpus_per_actor, num_gpus=sc.gpus_per_actor,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
+                max_concurrency=64,
+            ).remote(ScoringActorSpec(job, i, payloads, start_step))
+            for i, name in enumerate(self.names)
+        ]
+        addr, port = ray.get(self.actors[0].address.remote())
+        ray.get([a.setup.remote(addr, port) for a in self.actors])
+
+    def export_network(self, path: str) -> None:
+        """The trained network's weights (critic / discriminator) as a state dict file."""
+        import ray
+
+        ray.get([a.export_network.remote(path if i == 0 else None) for i, a in enumerate(self.actors)])
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([a.ping.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        remove_placement_group(self.pg)
