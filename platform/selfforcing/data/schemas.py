@@ -11,7 +11,7 @@ and what was expected, instead of somewhere deep in a training worker.
 - videos v1: ``id``, ``prompt``, ``frames`` uint8 bytes of [T, H, W, 3] + ``frames_shape``, ``fps``.
 - embeddings v1: ``id``, ``prompt``, ``split``, the text embedding ``embedding`` [n, D] bytes + shape +
   dtype with ``max_length`` L: the stored n <= L rows are the embedding's first rows and rows n..L-1 are
-  exactly zero (Wan zero-pads past each prompt's tokens, so trimming them is lossless and makes real-size
+  zero (Wan zero-pads past each prompt's tokens, so dropping them loses nothing and makes real-size
   files ~5x smaller); optional ``negative_prompt`` / ``negative_embedding`` (same layout) for guidance.
 - ode_trajectories v1: ``id``, ``pair_index``, ``prompt_id``, ``prompt``, ``seed``, ``states`` [K, F, C, h, w]
   (the teacher's ODE state at each of the K generator timesteps), ``timesteps`` [K], ``target``

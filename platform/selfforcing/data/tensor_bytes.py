@@ -42,8 +42,9 @@ def tensor_from_bytes(data: bytes, shape: Sequence[int], dtype: str) -> torch.Te
 def trim_zero_rows(x: torch.Tensor) -> torch.Tensor:
     """[L, D] -> its first n rows, n = 1 + the last row that is not all zero (at least one row kept).
 
-    Lossless for ``pad_rows(trim_zero_rows(x), L)``; a Wan text embedding is zero past its prompt's tokens,
-    so this keeps ~tokens rows of the 512.
+    ``pad_rows(trim_zero_rows(x), L)`` equals ``x`` (zeros of the dropped rows come back as +0.0 even where
+    they were -0.0, which no network op tells apart). A Wan text embedding is zero past its prompt's
+    tokens, so this keeps ~tokens rows of the 512.
     """
     if x.ndim != 2:
         raise ValueError(f"expected a [L, D] embedding, got shape {tuple(x.shape)}")
