@@ -87,4 +87,7 @@ class ODEPairsJobConfig(DataJobConfig):
     latent_frames: int | None = Field(
         None, gt=0, description="latent frames per trajectory (None = those of platform.video.num_frames)"
     )
-    shard_size: int = Field(64, gt=0, description="pairs per output shard")
+    shard_size: int = Field(
+        64, gt=0, description="pairs per output shard (an actor holds one shard in memory: ~20 MB a pair "
+        "at Wan size with K=4 bf16 states)",
+    )

@@ -153,7 +153,7 @@ class EmbeddingRows:
                 end += 1
             parts.append(self._rows(locations[start][0], [r for _, r in locations[start:end]]))
             start = end
-        table = pa.concat_tables(parts)
+        table = pa.concat_tables(parts, promote_options="default")
         if not negative:
             table = table.drop_columns([c for c in table.column_names if c.startswith("negative_embedding")])
         batch = embedding_batch(table)
