@@ -60,7 +60,7 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"must be uint8 \[T, H, W, 3\]"):
         parquet.write_videos(tmp_path / "x.parquet", ["a"], [np.zeros((2, 4, 4, 3), np.float32)])
     path = parquet.write_prompts(tmp_path / "p.parquet", ["a"])
-    with pytest.raises(ValueError, match="holds a prompts dataset, not latents"):
+    with pytest.raises(ValueError, match="holds a .prompts. dataset \\(schema version 1\\); expected .latents. version 1"):
         parquet.read_latents(path)
     pq.write_table(pq.read_table(path).drop_columns(["prompt"]).replace_schema_metadata(None),
                    tmp_path / "bare.parquet")
