@@ -67,19 +67,19 @@ def checkpoint_block(block: Callable[..., torch.Tensor], x: torch.Tensor, *args,
 
 @dataclass
 class _Segment:
-    """Part of a pinned context: buffer tokens [lo, hi) while ``live`` (a view), else a private copy."""
+    """Part of a pinned context: a view of buffer tokens [lo, hi) while ``buffers`` (the cache's k and v
+    tensors it views) is set, else a private copy made before those tokens were overwritten."""
 
     lo: int
     hi: int
     k: torch.Tensor  # [B, hi - lo, H, D]
     v: torch.Tensor
-    live: bool
+    buffers: tuple[torch.Tensor, torch.Tensor] | None
 
-    def part(self, a: int, b: int, k: torch.Tensor | None = None, v: torch.Tensor | None = None) -> _Segment:
-        """The sub-segment over tokens [a, b); with ``k``/``v`` (covering [a, b)) it becomes a copy."""
-        if k is None:
-            return _Segment(a, b, self.k[:, a - self.lo : b - self.lo], self.v[:, a - self.lo : b - self.lo], True)
-        return _Segment(a, b, k, v, False)
+    def part(self, a: int, b: int) -> _Segment:
+        """The sub-segment over tokens [a, b), still a view."""
+        i, j = a - self.lo, b - self.lo
+        return _Segment(a, b, self.k[:, i:j], self.v[:, i:j], self.buffers)
 
 
 class PinnedContext:
@@ -95,8 +95,8 @@ class PinnedContext:
         if not self.segments:
             return None
         for seg in self.segments:
-            if seg.live:
-                self.owner.check_unchanged(seg.k._base, seg.v._base)
+            if seg.buffers is not None:
+                self.owner.check_unchanged(*seg.buffers)
         if len(self.segments) == 1:
             return self.segments[0].k, self.segments[0].v
         return torch.cat([s.k for s in self.segments], dim=1), torch.cat([s.v for s in self.segments], dim=1)
@@ -109,13 +109,13 @@ class PinnedContext:
         out: list[_Segment] = []
         for seg in self.segments:
             a, b = max(seg.lo, lo), min(seg.hi, hi)
-            if not seg.live or seg.k._base is not buffer or a >= b:
-                out.append(seg)
+            if seg.buffers is None or seg.buffers[0] is not buffer or a >= b:
+                out.append(seg)  # already a copy, a view of a buffer no longer written, or untouched
                 continue
             k, v = copy(seg.k.shape[0])
             if seg.lo < a:
                 out.append(seg.part(seg.lo, a))
-            out.append(seg.part(a, b, k[:, a - lo : b - lo], v[:, a - lo : b - lo]))
+            out.append(_Segment(a, b, k[:, a - lo : b - lo], v[:, a - lo : b - lo], None))
             if b < seg.hi:
                 out.append(seg.part(b, seg.hi))
         self.segments = out
@@ -165,7 +165,7 @@ class CachePins:
             raise ValueError("the gradient path needs all rows at the same position")
         n = cache.active_rows
         segments = [
-            _Segment(a, b, cache.k[layer, :n, a:b], cache.v[layer, :n, a:b], True)
+            _Segment(a, b, cache.k[layer, :n, a:b], cache.v[layer, :n, a:b], (cache.k, cache.v))
             for a, b in step.rows[0].context_runs
         ]
         self._record(cache)
@@ -206,3 +206,14 @@ class CachePins:
                     "cache.k/v) between a checkpointed forward and its backward; the recomputation would "
                     "attend to changed keys/values. Run backward first, or disable gradient checkpointing."
                 )
+
+
+def guarded_write(cache: KVCache, pins: CachePins | None, layer: int, step: CacheStep, k, v) -> None:
+    """``cache.write`` that first preserves pinned slots (``pins``: ``CachePins.of(cache)``, None if never
+    pinned) and records the buffers' versions after it."""
+    if pins is None:
+        cache.write(layer, step, k, v)
+        return
+    pins.before_write(cache, layer, step)
+    cache.write(layer, step, k, v)
+    pins.after_write(cache)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config.schema import ModelConfig
 from .attention import AttentionPattern, attention, chunked_attention, resolve_backend
-from .checkpointing import CachePins, ReplayFlag, checkpoint_block
+from .checkpointing import CachePins, ReplayFlag, checkpoint_block, guarded_write
 from .kv_cache import CacheStep, KVCache
 from .rope import apply_rope, rope_angles
 
@@ -343,10 +343,8 @@ class WanDiT(nn.Module):
         out = self._unpatchify(self.head(x, e), grid).to(latents.dtype)
         return (out, x) if return_features else out
 
-    def _cached_attention(
-        self, cache: KVCache, step: CacheStep, text: torch.Tensor, backend: str, checkpointed: bool,
-        replay: ReplayFlag,
-    ):
+    def _cached_attention(self, cache: KVCache, step: CacheStep, text: torch.Tensor, backend: str,
+                          checkpointed: bool, replay: ReplayFlag):
         """Per-layer attention closures for the incremental path.
 
         Without grad, the chunk is written first and attends to the buffer prefix (no copies). With
@@ -368,18 +366,10 @@ class WanDiT(nn.Module):
                 context.append(self.embed_text(text))
             return context[0]
 
-        def write(layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-            if pins is None:  # no checkpointed call ever pinned this cache
-                cache.write(layer, step, k, v)
-                return
-            pins.before_write(cache, layer, step)
-            cache.write(layer, step, k, v)
-            pins.after_write(cache)
-
         def make_attend(layer: int) -> SelfAttend:
             def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-                if not replay.active:
-                    write(layer, k, v)
+                if not replay.active:  # the recomputation in backward must not write again
+                    guarded_write(cache, pins, layer, step, k, v)
                 if checkpointed:
                     earlier = pinned[layer].tensors()
                 elif not (grad and (k.requires_grad or q.requires_grad)):
