@@ -205,6 +205,8 @@ class WanDiT(nn.Module):
         return self
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Keep only each block's input [B, F*T, dim] and rerun the block in backward (one extra forward
+        per grad-carrying call). Exact, also through a KV cache: ``models/checkpointing.py`` says why."""
         self.gradient_checkpointing = enabled
 
     def new_kv_cache(
