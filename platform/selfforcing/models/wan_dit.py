@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..config.schema import ModelConfig
 from .attention import AttentionPattern, attention, chunked_attention, resolve_backend
+from .checkpointing import CachePins, ReplayFlag, checkpoint_block, guarded_write
 from .kv_cache import CacheStep, KVCache
 from .rope import apply_rope, rope_angles
 
@@ -205,6 +205,8 @@ class WanDiT(nn.Module):
         return self
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Keep only each block's input [B, F*T, dim] and rerun the block in backward (one extra forward
+        per grad-carrying call). Exact, also through a KV cache: ``models/checkpointing.py`` says why."""
         self.gradient_checkpointing = enabled
 
     def new_kv_cache(
@@ -309,6 +311,8 @@ class WanDiT(nn.Module):
         """
         b, frames = latents.shape[:2]
         backend = self._backend()
+        checkpointed = self.gradient_checkpointing and torch.is_grad_enabled()
+        replay = ReplayFlag()
         x, grid = self._patchify(latents)
         tokens_per_frame = grid[1] * grid[2]
         e, e0 = self.embed_time(timesteps, b, frames)
@@ -331,29 +335,33 @@ class WanDiT(nn.Module):
             if kv_cache.active_rows != b:
                 raise ValueError(f"kv_cache has {kv_cache.active_rows} active rows, latents have batch {b}")
             step = kv_cache.begin(start_frame, frames, tokens_per_frame)
-            make_attend, make_text_kv = self._cached_attention(kv_cache, step, text, backend)
+            make_attend, make_text_kv = self._cached_attention(kv_cache, step, text, backend, checkpointed, replay)
 
         for i, block in enumerate(self.blocks):
             args = (e0, rope, make_attend(i), make_text_kv(i), backend)
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, *args, use_reentrant=False)
-            else:
-                x = block(x, *args)
+            x = checkpoint_block(block, x, *args, replay=replay) if checkpointed else block(x, *args)
         if step is not None:
             kv_cache.commit(step)
         out = self._unpatchify(self.head(x, e), grid).to(latents.dtype)
         return (out, x) if return_features else out
 
-    def _cached_attention(self, cache: KVCache, step: CacheStep, text: torch.Tensor, backend: str):
+    def _cached_attention(self, cache: KVCache, step: CacheStep, text: torch.Tensor, backend: str,
+                          checkpointed: bool, replay: ReplayFlag):
         """Per-layer attention closures for the incremental path.
 
         Without grad, the chunk is written first and attends to the buffer prefix (no copies). With
         grad, the chunk's own keys keep their graph and only the earlier frames come from the
         (detached) cache, which is how Self Forcing stops gradients flowing into earlier chunks.
+        Checkpointed (``models/checkpointing.py`` says why this is exact), the earlier frames come from a
+        pin that keeps them as they are now, and the recomputation in backward does not write the cache.
         """
         grad = torch.is_grad_enabled()
         cache.use_text(text)
-        context: list[torch.Tensor] = []
+        # Under grad the prompt tokens are an input of every block, so they are computed here, outside
+        # any checkpointed region; without grad only layers missing cached text K/V need them.
+        context: list[torch.Tensor] = [self.embed_text(text)] if grad else []
+        pins = CachePins.of(cache, create=checkpointed)
+        pinned = [pins.pin(cache, layer, step) for layer in range(len(self.blocks))] if checkpointed else []
 
         def context_tokens() -> torch.Tensor:
             if not context:
@@ -362,11 +370,15 @@ class WanDiT(nn.Module):
 
         def make_attend(layer: int) -> SelfAttend:
             def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-                cache.write(layer, step, k, v)
-                if not (grad and (k.requires_grad or q.requires_grad)):
+                if not replay.active:  # the recomputation in backward must not write again
+                    guarded_write(cache, pins, layer, step, k, v)
+                if checkpointed:
+                    earlier = pinned[layer].tensors()
+                elif not (grad and (k.requires_grad or q.requires_grad)):
                     kc, vc, mask = cache.visible(layer, step)
                     return attention(q, kc, vc, backend, mask)
-                earlier = cache.context(layer, step)
+                else:
+                    earlier = cache.context(layer, step)
                 if earlier is not None:
                     k = torch.cat([earlier[0], k], dim=1)
                     v = torch.cat([earlier[1], v], dim=1)
