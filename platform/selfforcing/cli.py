@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     toy_run.add_argument(
         "--retrain-teacher", action="store_true",
-        help="train the teacher with the recipe's budget instead of using the shipped one (about 95 min on 2 "
+        help="train the teacher with the recipe's budget instead of using the shipped one (about 3 hours on 2 "
         "CPU cores; `python -m selfforcing.recipes.toyworld.teacher_gpu` does it in ~3 min on one GPU)",
     )
     toy_run.add_argument("--ablation", action="store_true",

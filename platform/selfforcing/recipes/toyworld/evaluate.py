@@ -203,15 +203,16 @@ def caption_sensitivity(
 
 
 def evaluate_teacher(
-    model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet
+    model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet, diagnostics_n: int = 48,
 ) -> tuple[Metrics, np.ndarray]:
     """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics``,
-    ``stillness_diagnostics`` and ``caption_sensitivity``; also returns the samples (uint8)."""
+    ``stillness_diagnostics`` and ``caption_sensitivity`` (on ``diagnostics_n`` scenes each); also returns
+    the samples (uint8)."""
     videos = data.decode(sample_teacher(model, config, data, es.prompts, es.seeds))
     metrics = measure(videos, es.prompts, data, es.real_videos, es.prompts)
-    metrics.update(denoising_diagnostics(model, config, data))
-    metrics.update(stillness_diagnostics(model, config, data))
-    metrics.update(caption_sensitivity(model, config, data))
+    metrics.update(denoising_diagnostics(model, config, data, n=diagnostics_n))
+    metrics.update(stillness_diagnostics(model, config, data, n=diagnostics_n))
+    metrics.update(caption_sensitivity(model, config, data, n=diagnostics_n))
     return metrics, videos
 
 

@@ -22,23 +22,36 @@ class StageTimeout(RuntimeError):
 
 
 class WallClockGuard:
-    """Raises ``StageTimeout`` naming the stage once ``minutes`` have passed (None: never).
+    """Raises ``StageTimeout`` naming the stage once ``minutes`` have passed (None: never), or earlier, once
+    ``project_after`` steps show that the whole budget would take longer than that (no time is then spent
+    on a stage that cannot finish, e.g. on a GPU slot).
 
     Budgets stay step counts; this only protects a machine from a stage that would run for hours (a wrong
     device, a pathological load). A stage that is aborted leaves no finished marker, so no later run can
     mistake its partial weights for the stage's result.
     """
 
-    def __init__(self, stage: str, minutes: float | None) -> None:
-        self.stage, self.minutes = stage, minutes
+    def __init__(self, stage: str, minutes: float | None, project_after: int | None = None) -> None:
+        self.stage, self.minutes, self.project_after = stage, minutes, project_after
         self.start = time.perf_counter()
 
     def check(self, steps_done: int, steps: int) -> None:
-        if self.minutes is None or time.perf_counter() - self.start <= 60 * self.minutes:
+        if self.minutes is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        limit = 60 * self.minutes
+        if elapsed > limit:
+            why = f"ran past its wall-time limit abort_after_minutes={self.minutes} after {steps_done} of {steps} steps"
+        elif self.project_after is not None and steps_done == self.project_after < steps and (
+            elapsed / steps_done * steps > limit
+        ):
+            why = (f"would need ~{elapsed / steps_done * steps / 60:.1f} min for {steps} steps at the rate of its "
+                   f"first {steps_done} ({steps_done / elapsed:.2f} steps/s), more than abort_after_minutes="
+                   f"{self.minutes}")
+        else:
             return
         raise StageTimeout(
-            f"stage {self.stage!r} ran past its wall-time limit abort_after_minutes={self.minutes} after "
-            f"{steps_done} of {steps} steps and was aborted (nothing saved). Budgets are step counts, so a "
+            f"stage {self.stage!r} {why}, and was aborted (nothing saved). Budgets are step counts, so a "
             "slower machine must take longer, not train less: raise the limit or set it to null"
         )
 

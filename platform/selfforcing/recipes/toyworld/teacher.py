@@ -75,7 +75,8 @@ def train_teacher(
         return flow_matching_loss(model, batch.latents, batch.text, t, noise, schedule)
 
     final = fit(
-        model, opt, budget.steps, progress, step_loss, WallClockGuard("teacher", budget.abort_after_minutes),
+        model, opt, budget.steps, progress, step_loss,
+        WallClockGuard("teacher", budget.abort_after_minutes, project_after=min(100, budget.steps)),
         before_step=set_lr, after_step=lambda step: ema.update(model, step), window=50,
     )
     ema.copy_to(model)
