@@ -90,6 +90,14 @@ def test_fit_trains_every_step_of_its_budget_and_only_aborts_on_the_wall_clock()
         _tiny_fit(7, WallClockGuard("tiny", 1e-9))
 
 
+def test_guard_aborts_early_when_the_first_steps_show_the_budget_cannot_finish():
+    guard = WallClockGuard("teacher", minutes=60.0, project_after=2)
+    guard.check(1, 10**12)  # no projection before project_after steps
+    with pytest.raises(StageTimeout, match=r"stage 'teacher' would need ~.* min for 1000000000000 steps"):
+        guard.check(2, 10**12)
+    WallClockGuard("teacher", minutes=60.0, project_after=2).check(2, 3)  # a budget that fits goes on
+
+
 def test_budgets_no_longer_accept_a_wall_time_cap():
     with pytest.raises(ValueError, match="max_minutes"):
         TeacherBudget(max_minutes=13.0)

@@ -76,7 +76,8 @@ def train_teacher(
 
     final = fit(
         model, opt, budget.steps, progress, step_loss,
-        WallClockGuard("teacher", budget.abort_after_minutes, project_after=min(100, budget.steps)),
+        # The projection waits for a tenth of the budget so that a GPU's warm-up steps do not dominate it.
+        WallClockGuard("teacher", budget.abort_after_minutes, project_after=max(100, budget.steps // 10)),
         before_step=set_lr, after_step=lambda step: ema.update(model, step), window=50,
     )
     ema.copy_to(model)
