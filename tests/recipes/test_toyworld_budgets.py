@@ -108,12 +108,12 @@ def test_budgets_no_longer_accept_a_wall_time_cap():
 def test_same_teacher_budget_gives_the_same_weights(toy):
     """The step budget, seeds and CPU generators make a teacher a function of its budget alone."""
     budget = TeacherBudget(steps=2, batch_size=2, warmup_steps=1)
-    digests = []
+    states = []
     for _ in range(2):
         model, stats = train_teacher(toy, budget, ToyData(toy), quiet=True)
         assert stats["steps"] == 2
-        digests.append({k: v.clone() for k, v in model.state_dict().items()})
-    assert all(torch.equal(digests[0][k], digests[1][k]) for k in digests[0])
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 def test_weights_digest_names_the_bytes(tmp_path, toy):

@@ -118,6 +118,11 @@ class ToyWorldRun:
         source = self.recipe.teacher_source
         if source == "auto":
             source = "released" if has_release(self.release_dir) else "train"
+            if source == "train" and not self.quiet:
+                b = self.recipe.teacher
+                print(f"no shipped teacher in {self.release_dir}: training one with the recipe's budget "
+                      f"({b.steps} steps x {b.batch_size} videos; hours on a CPU, minutes with teacher_gpu on a "
+                      "GPU); it is cached for later runs", flush=True)
         if source == "released":
             model, release = load_release(self.config, self.release_dir, self.recipe.teacher)
             self.teacher_digest = release.weights_sha256
