@@ -83,6 +83,8 @@ def cmd_toyworld_run(args: argparse.Namespace) -> int:
     from .recipes.toyworld.ablation import run_ablation
 
     recipe = RecipeConfig.quick() if args.quick else RecipeConfig()
+    if args.retrain_teacher:
+        recipe.teacher_source = "train"
     if args.objective:
         recipe.self_forcing.objective = args.objective
     if args.threads is not None:
@@ -128,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int,
         help="torch CPU threads (default 1: on a shared machine more threads spin-wait; on an idle 2-core "
         "machine 2 threads made a teacher step 1.7x faster)",
+    )
+    toy_run.add_argument(
+        "--retrain-teacher", action="store_true",
+        help="train the teacher with the recipe's budget instead of using the shipped one (about 3 hours on 2 "
+        "CPU cores; `python -m selfforcing.recipes.toyworld.teacher_gpu` does it in ~3 min on one GPU)",
     )
     toy_run.add_argument("--ablation", action="store_true",
                          help="then train TF / DF / CausVid / frame-wise Self Forcing students (OUT/ablation)")

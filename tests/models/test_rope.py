@@ -38,3 +38,17 @@ def test_periodic_rope_config_is_validated():
     assert cfg.model.rope_spatial_period == (5, 5)
     with pytest.raises(ConfigError, match="rope_spatial_period"):
         load_config("toy", overrides=["model.rope_spatial_period=[0,5]"])
+
+
+def test_time_scale_multiplies_only_the_frame_angles():
+    """rope_time_scale s: the frame pairs turn s times as fast (frame t under s = frame s*t under 1), rows and
+    columns are untouched, and 1.0 is Wan's RoPE exactly."""
+    ct = 6  # frame pairs of head_dim 32
+    base_c, base_s = rope_angles(0, 6, 5, 5, 32, 10.0, "cpu", (5, 5))
+    assert torch.equal(rope_angles(0, 6, 5, 5, 32, 10.0, "cpu", (5, 5), 1.0)[0], base_c)
+    scaled, _ = rope_angles(0, 6, 5, 5, 32, 10.0, "cpu", (5, 5), 3.0)
+    assert torch.equal(scaled[:, ct:], base_c[:, ct:])
+    angle = torch.atan2(base_s[:, :ct].double(), base_c[:, :ct].double())  # frame angles at scale 1
+    assert torch.allclose(scaled[:, :ct].double(), torch.cos(3.0 * angle), atol=1e-6)
+    with pytest.raises(ConfigError, match="rope_time_scale"):
+        load_config("toy", overrides=["model.rope_time_scale=0"])

@@ -1,4 +1,5 @@
-"""The toy-world budgets turned into training setups: long Self Forcing rollouts and the teacher's schedule."""
+"""The toy-world budgets turned into training setups: long Self Forcing rollouts, the teacher's schedule, and
+step budgets that no machine load can shorten."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import torch
 from selfforcing.config import load_config
 from selfforcing.models.factory import build_dit
 from selfforcing.recipes.toyworld.config import SelfForcingBudget, TeacherBudget
+from selfforcing.recipes.toyworld.digest import weights_sha256
+from selfforcing.recipes.toyworld.fit import StageTimeout, WallClockGuard, fit
+from selfforcing.recipes.toyworld.progress import Progress
 from selfforcing.recipes.toyworld.students import generator_platform, rollout_frames, training_config
-from selfforcing.recipes.toyworld.teacher import lr_factor
+from selfforcing.recipes.toyworld.teacher import lr_factor, train_teacher
 from selfforcing.recipes.toyworld.world import ToyData
 from selfforcing.training import GeneratorRole, TrainBatch
 
@@ -55,12 +59,71 @@ def test_rollouts_shorter_than_the_training_length_are_refused(toy):
         training_config(toy, SelfForcingBudget(max_rollout_frames=9))
 
 
-def test_teacher_lr_decays_by_whichever_budget_runs_out_first():
+def test_teacher_lr_warms_up_then_decays_over_exactly_the_step_budget():
     budget = TeacherBudget(steps=1000, warmup_steps=10, min_lr_fraction=0.05)
-    assert lr_factor(0, budget) == pytest.approx(0.1)
-    assert lr_factor(10, budget) == pytest.approx(1.0)
-    # Early in the step budget but at the wall-time cap: the schedule has reached its floor.
-    assert lr_factor(100, budget, elapsed_fraction=1.0) == pytest.approx(0.05)
-    assert lr_factor(505, budget, elapsed_fraction=0.5) == pytest.approx(0.525)
-    # Behind on time: the step count still drives the schedule.
-    assert lr_factor(1000, budget, elapsed_fraction=0.1) == pytest.approx(0.05)
+    lrs = [lr_factor(step, budget) for step in range(budget.steps)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
+    assert lrs[-1] == pytest.approx(0.05)  # the floor is reached at the last step, not before, not after
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[10 + (999 - 10) // 2] == pytest.approx(0.525, abs=2e-3)
+
+
+def _tiny_fit(steps: int, guard: WallClockGuard | None) -> tuple[float, torch.nn.Module, list[int]]:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[int] = []
+
+    def loss(step: int) -> torch.Tensor:
+        seen.append(step)
+        return model(torch.ones(1, 3)).square().sum()
+
+    return fit(model, opt, steps, Progress("tiny", steps, quiet=True), loss, guard), model, seen
+
+
+def test_fit_trains_every_step_of_its_budget_and_only_aborts_on_the_wall_clock():
+    _, _, seen = _tiny_fit(7, WallClockGuard("tiny", None))
+    assert seen == list(range(7))
+    # A limit that has passed after the first step aborts with an error naming the stage and the steps
+    # done: it never returns a model trained for fewer steps.
+    with pytest.raises(StageTimeout, match=r"stage 'tiny' ran past its wall-time limit .* after 1 of 7 steps"):
+        _tiny_fit(7, WallClockGuard("tiny", 1e-9))
+
+
+def test_guard_aborts_early_when_the_first_steps_show_the_budget_cannot_finish():
+    guard = WallClockGuard("teacher", minutes=60.0, project_after=2)
+    guard.check(1, 10**12)  # no projection before project_after steps
+    with pytest.raises(StageTimeout, match=r"stage 'teacher' would need ~.* min for 1000000000000 steps"):
+        guard.check(2, 10**12)
+    WallClockGuard("teacher", minutes=60.0, project_after=2).check(2, 3)  # a budget that fits goes on
+
+
+def test_budgets_no_longer_accept_a_wall_time_cap():
+    with pytest.raises(ValueError, match="max_minutes"):
+        TeacherBudget(max_minutes=13.0)
+    with pytest.raises(ValueError, match="max_minutes"):
+        SelfForcingBudget(max_minutes=5.0)
+
+
+def test_same_teacher_budget_gives_the_same_weights(toy):
+    """The step budget, seeds and CPU generators make a teacher a function of its budget alone."""
+    budget = TeacherBudget(steps=2, batch_size=2, warmup_steps=1)
+    states = []
+    for _ in range(2):
+        model, stats = train_teacher(toy, budget, ToyData(toy), quiet=True)
+        assert stats["steps"] == 2
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_weights_digest_names_the_bytes(tmp_path, toy):
+    from selfforcing.models.factory import save_generator
+
+    model = build_dit(toy, "cpu", seed=0)
+    a = weights_sha256(save_generator(toy, model, tmp_path / "a"))
+    assert a == weights_sha256(save_generator(toy, model, tmp_path / "b"))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    assert weights_sha256(save_generator(toy, model, tmp_path / "c")) != a
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
+        weights_sha256(tmp_path)

@@ -39,6 +39,12 @@ class ModelConfig(StrictModel):
         description="(rows, cols) in tokens: make the row / column RoPE frequencies periodic, for worlds that "
         "wrap around (the toy world's torus). Not part of Wan; None = Wan's RoPE",
     )
+    rope_time_scale: float = Field(
+        1.0, gt=0,
+        description="multiplies the frame axis's RoPE angles (1.0 = Wan's, whose fastest pair turns 1 rad per "
+        "frame): larger values let one head tell frame t-1 from t and t-2 sharply (the toy world). Not part "
+        "of Wan",
+    )
 
     @property
     def head_dim(self) -> int:

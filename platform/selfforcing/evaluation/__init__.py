@@ -3,6 +3,7 @@
 from .agreement import Agreement, as_scenes, caption_agreement
 from .bootstrap import FrechetComparison, compare_frechet
 from .chunks import by_chunk
+from .confusion import STEP_CLASSES, StepConfusion, classify_steps, step_confusion, velocity_confusion
 from .fitting import FrameFit, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk, frechet_distance
 from .metrics import VideoAnalysis, analyse_videos, evaluate_videos
@@ -13,6 +14,8 @@ __all__ = [
     "Agreement",
     "FrameFit",
     "FrechetComparison",
+    "STEP_CLASSES",
+    "StepConfusion",
     "TrajectoryFit",
     "VideoAnalysis",
     "agreement_features",
@@ -21,6 +24,7 @@ __all__ = [
     "by_chunk",
     "caption_agreement",
     "chunk_features",
+    "classify_steps",
     "compare_frechet",
     "displacements",
     "evaluate_videos",
@@ -31,5 +35,7 @@ __all__ = [
     "moving_steps",
     "posterior_flow",
     "posterior_x0",
+    "step_confusion",
+    "velocity_confusion",
     "wrap",
 ]

@@ -32,7 +32,8 @@ class FrameFit:
 
 def as_unit_float(videos: np.ndarray | torch.Tensor, config: ToyWorldConfig) -> torch.Tensor:
     """[N, T, H, W, 3] uint8 (0..255) or float (-1..1) -> float32 torch in [-1, 1] units."""
-    x = torch.as_tensor(videos)
+    # numpy views such as videos[:, ::-1] have negative strides, which torch cannot wrap
+    x = torch.as_tensor(np.ascontiguousarray(videos) if isinstance(videos, np.ndarray) else videos)
     expected = (config.height, config.width, 3)
     if x.ndim != 5 or tuple(x.shape[2:]) != expected:
         raise ValueError(f"videos must have shape [N, T, {expected[0]}, {expected[1]}, 3]; got {tuple(x.shape)}")

@@ -5,6 +5,10 @@ Keys (``*_by_chunk`` lists hold the same measure per chunk index, chunk = ``fram
 - colour_agreement, shape_agreement: fraction of frames whose fitted colour / shape is the caption's.
 - direction_agreement, speed_agreement, motion_agreement: fraction of steps (frame t-1 -> t) moving in the
   caption's direction / by the caption's number of cells / by exactly the caption's velocity.
+- step_exact, step_wrong_speed, step_opposite, step_other_axis, step_still, step_diagonal: where every step
+  went relative to the caption's velocity (``confusion.step_confusion``; they sum to 1): a model that knows
+  the axis but not the sign has its misses in ``step_opposite``, one that misses the axis in
+  ``step_other_axis``.
 - moving_fraction: fraction of steps in which the fitted object moves at all (every real video moves; an
   autoregressive model that copies its context drifts towards 0). It needs no caption.
 - trajectory_error: RMS toroidal distance (cells) between fitted positions and the best constant-velocity
@@ -26,6 +30,7 @@ from selfforcing.data.toyworld.scenes import Scenes
 
 from .agreement import Agreement, Targets, as_scenes, caption_agreement
 from .chunks import by_chunk
+from .confusion import step_confusion
 from .fitting import FrameFit, as_unit_float, fit_frames
 from .frechet import agreement_features, chunk_features, frechet_by_chunk
 from .trajectory import TrajectoryFit, fit_trajectory, moving_steps
@@ -106,6 +111,8 @@ def evaluate_videos(
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk)
     for name in ("direction", "speed", "motion"):
         _put(out, f"{name}_agreement", getattr(a.agreement, name), frames_per_chunk, first_frame=1)
+    for name, value in step_confusion(a.fit, as_scenes(scenes_or_captions, config)).fractions.items():
+        out[f"step_{name}"] = value
     _put(out, "moving_fraction", moving_steps(a.fit.position, config.grid), frames_per_chunk, first_frame=1)
     dist = a.trajectory.distance
     out["trajectory_error"] = float(np.sqrt((dist**2).mean()))

@@ -134,6 +134,8 @@ def diffusers_config_from_model(cfg: ModelConfig) -> dict:
         raise ValueError("qk_norm=False has no diffusers equivalent (its WanAttention always normalises q, k)")
     if cfg.rope_spatial_period is not None:
         raise ValueError("rope_spatial_period is not part of diffusers' Wan; set it to None to export")
+    if cfg.rope_time_scale != 1.0:
+        raise ValueError(f"rope_time_scale={cfg.rope_time_scale} is not part of diffusers' Wan; set it to 1.0 to export")
     if cfg.rope_theta != 10000.0:
         raise ValueError(f"rope_theta={cfg.rope_theta}; diffusers' Wan RoPE is fixed at 10000")
     return dict(

@@ -39,6 +39,7 @@ def rope_angles(
     theta: float = 10000.0,
     device: torch.device | str = "cpu",
     spatial_period: tuple[int, int] | None = None,
+    time_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin), each [num_frames*height*width, head_dim/2] float32, tokens frame-major then h, w.
 
@@ -46,12 +47,15 @@ def rope_angles(
     across chunks (and past the cache window), so a chunk's keys are rotated as in the full sequence.
     ``spatial_period`` (rows, cols) makes the row and column parts periodic (``_axis_angles``): for worlds
     that wrap around, such as the toy world's torus. Not Wan's; None keeps Wan's frequencies exactly.
+    ``time_scale`` multiplies the frame axis's angles (1.0 = Wan's): with Wan's formula the fastest pair
+    turns 1 rad per frame whatever theta, which tells frame t-1 from t and t-2 only weakly; a few-frame
+    world whose motion must be read frame to frame needs faster pairs (docs/results/toyworld.md).
     """
     ct, ch, cw = rope_split(head_dim)
     f = torch.arange(frame_start, frame_start + num_frames, device=device)
     h = torch.arange(height, device=device)
     w = torch.arange(width, device=device)
-    at = _axis_angles(f, ct, theta)[:, None, None, :].expand(num_frames, height, width, ct)
+    at = (time_scale * _axis_angles(f, ct, theta))[:, None, None, :].expand(num_frames, height, width, ct)
     ph, pw = spatial_period or (None, None)
     ah = _axis_angles(h, ch, theta, ph)[None, :, None, :].expand(num_frames, height, width, ch)
     aw = _axis_angles(w, cw, theta, pw)[None, None, :, :].expand(num_frames, height, width, cw)

@@ -277,11 +277,12 @@ class WanDiT(nn.Module):
         cfg = self.config
         if isinstance(start_frame, int) or len(set(start_frame)) == 1:
             first = start_frame if isinstance(start_frame, int) else start_frame[0]
-            return rope_angles(first, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period)
+            return rope_angles(first, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
+                               cfg.rope_time_scale)
         if len(start_frame) != batch:
             raise ValueError(f"got {len(start_frame)} start frames for a batch of {batch}")
-        per_row = [rope_angles(s, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period)
-                   for s in start_frame]
+        per_row = [rope_angles(s, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
+                               cfg.rope_time_scale) for s in start_frame]
         return torch.stack([c for c, _ in per_row]), torch.stack([s for _, s in per_row])
 
     def _backend(self) -> str:

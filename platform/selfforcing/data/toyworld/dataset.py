@@ -11,7 +11,6 @@ from typing import Literal
 
 import numpy as np
 
-from .. import parquet
 from .config import ToyWorldConfig
 from .latents import PixelUnshuffleLatents
 from .render import render
@@ -34,6 +33,8 @@ def write_toyworld_dataset(
     ``PixelUnshuffleLatents``) or ``prompts`` (captions only). seed defaults to ``config.seed``;
     num_frames to ``config.num_frames``. Same arguments -> byte-identical data.
     """
+    from .. import parquet  # pyarrow only where files are written: the world itself needs only numpy
+
     config = config or ToyWorldConfig()
     seed = config.seed if seed is None else seed
     num_frames = num_frames or config.num_frames
@@ -54,6 +55,8 @@ def write_toyworld_dataset(
 
 def read_toyworld_videos(path: str | Path, config: ToyWorldConfig | None = None) -> tuple[np.ndarray, Scenes]:
     """uint8 videos [N, T, H, W, 3] and their scenes from a file written by ``write_toyworld_dataset``."""
+    from .. import parquet
+
     config = config or ToyWorldConfig()
     data = parquet.read_videos(path)
     return data.stack(), Scenes.from_columns(data.extra, config)

@@ -1,6 +1,6 @@
 """The toy-scale ablation (issue 6, item 5): Teacher Forcing, Diffusion Forcing, CausVid and Self Forcing
-(chunk-wise and frame-wise) students, all from the same cached teacher with the same wall-time budget per
-training stage, measured on the same evaluation set against the teacher's samples.
+(chunk-wise and frame-wise) students, all from the same teacher with step budgets (``RecipeConfig``'s
+``baselines`` and ``self_forcing``), measured on the same evaluation set against the teacher's samples.
 
 - teacher_forcing / diffusion_forcing: teacher weights, block-causal flow matching on renderer data.
 - causvid: the ODE-initialised student distilled with DMD on Diffusion Forcing samples.
@@ -18,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import report
-from .baselines import BaselineBudget
 from .config import RecipeConfig
 from .pipeline import ToyWorldRun
 
@@ -31,32 +30,30 @@ def run_ablation(out: str | Path, recipe: RecipeConfig, cache_dir: str | Path | 
     teacher = run.teacher()
     run.evaluate_teacher(teacher)
     teacher_videos = run.teacher_samples()["teacher"]
-    minutes = recipe.self_forcing.max_minutes
-    steps = recipe.self_forcing.steps
     results: dict[str, dict] = {}
 
-    ode, ode_key = run.ode_init(teacher)
-    results["ode_init"] = run.evaluate_student("ode_init", ode, ode_key, teacher_videos)
+    ode, ode_digest = run.ode_init(teacher)
+    results["ode_init"] = run.evaluate_student("ode_init", ode, ode_digest, teacher_videos)
     for kind in ("teacher_forcing", "diffusion_forcing"):
-        # Same wall time as a Self Forcing stage; a data step is cheaper than a rollout step, hence 10x.
-        budget = BaselineBudget(kind=kind, max_minutes=minutes, steps=10 * steps,
-                                batch_size=recipe.self_forcing.batch_size * 2)
-        model, key = run.baseline(teacher, budget)
-        results[kind] = run.evaluate_student(f"ablation/{kind}", model, key, teacher_videos)
+        model, digest = run.baseline(teacher, kind)
+        results[kind] = run.evaluate_student(f"ablation/{kind}", model, digest, teacher_videos)
     causvid_budget = recipe.self_forcing.model_copy(update={"rollout": "diffusion_forcing"})
-    model, key = run.self_forcing(ode, teacher, ode_key, name="ablation/causvid", budget=causvid_budget)
-    results["causvid"] = run.evaluate_student("ablation/causvid", model, key, teacher_videos)
-    model, key = run.self_forcing(ode, teacher, ode_key)
-    results["self_forcing"] = run.evaluate_student("self_forcing", model, key, teacher_videos)
+    model, digest = run.self_forcing(ode, teacher, ode_digest, name="ablation/causvid", budget=causvid_budget)
+    results["causvid"] = run.evaluate_student("ablation/causvid", model, digest, teacher_videos)
+    model, digest = run.self_forcing(ode, teacher, ode_digest)
+    results["self_forcing"] = run.evaluate_student("self_forcing", model, digest, teacher_videos)
     short_budget = recipe.self_forcing.model_copy(update={"max_rollout_frames": None})
-    model, key = run.self_forcing(ode, teacher, ode_key, name="ablation/self_forcing_short", budget=short_budget)
-    results["self_forcing_short"] = run.evaluate_student("ablation/self_forcing_short", model, key, teacher_videos)
+    model, digest = run.self_forcing(ode, teacher, ode_digest, name="ablation/self_forcing_short",
+                                     budget=short_budget)
+    results["self_forcing_short"] = run.evaluate_student("ablation/self_forcing_short", model, digest,
+                                                         teacher_videos)
 
     framewise = recipe.model_copy(update={"overrides": [*recipe.overrides, "video.frames_per_chunk=1"]})
-    fw = ToyWorldRun(out / "ablation" / "framewise", framewise, run.cache_dir, quiet, teacher_key=run.teacher_key)
-    fw_ode, fw_key = fw.ode_init(teacher)
-    model, key = fw.self_forcing(fw_ode, teacher, fw_key)
-    results["self_forcing_framewise"] = fw.evaluate_student("self_forcing", model, key, teacher_videos)
+    fw = ToyWorldRun(out / "ablation" / "framewise", framewise, run.cache_dir, quiet,
+                     teacher_digest=run.teacher_digest, release_dir=run.release_dir)
+    fw_ode, fw_digest = fw.ode_init(teacher)
+    model, digest = fw.self_forcing(fw_ode, teacher, fw_digest)
+    results["self_forcing_framewise"] = fw.evaluate_student("self_forcing", model, digest, teacher_videos)
 
     seconds = {r.name.replace("ablation/", ""): r.info.get("seconds") for r in run.runner.records}
     seconds["self_forcing_framewise"] = next(
@@ -65,13 +62,15 @@ def run_ablation(out: str | Path, recipe: RecipeConfig, cache_dir: str | Path | 
     for name, m in results.items():
         if seconds.get(name) is not None:
             m["train_seconds"] = seconds[name]
-    write_ablation(out / "ablation", results, recipe, command, steps)
+    write_ablation(out / "ablation", results, recipe, command)
     return results
 
 
-def write_ablation(folder: Path, results: dict[str, dict], recipe: RecipeConfig, command: str, steps: int) -> None:
+def write_ablation(folder: Path, results: dict[str, dict], recipe: RecipeConfig, command: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     report.write_metrics(results, folder / "ablation.json")
-    note = f"Each training stage: at most {recipe.self_forcing.max_minutes} min (or {steps} steps)."
+    note = (f"Step budgets: Self Forcing / CausVid {recipe.self_forcing.steps} steps of "
+            f"{recipe.self_forcing.batch_size} rollouts; Teacher / Diffusion Forcing {recipe.baselines.steps} "
+            f"steps of {recipe.baselines.batch_size} videos.")
     report.write_summary(folder, "ablation", "Toy-world ablation", results, recipe.eval.window_frames // 3,
                          command, [note])

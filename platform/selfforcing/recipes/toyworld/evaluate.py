@@ -8,13 +8,13 @@ to ``extrapolate_frames`` with a rolling cache of ``window_frames``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from selfforcing.config import PlatformConfig
-from selfforcing.data.toyworld import render, render_every_start
+from selfforcing.data.toyworld import DIRECTION_STEPS, Scenes, render, render_every_start
 from selfforcing.evaluation import (
     FrechetComparison,
     analyse_videos,
@@ -24,8 +24,6 @@ from selfforcing.evaluation import (
     moving_steps,
     posterior_x0,
 )
-from selfforcing.inference import VideoPipeline
-from selfforcing.models.vae import build_vae
 from selfforcing.models.wan_dit import WanDiT
 
 from .config import EvalBudget
@@ -138,16 +136,83 @@ def stillness_diagnostics(
     return out
 
 
+SWAPS = ("opposite", "speed", "axis", "colour")
+
+
+def swapped_scenes(scenes: Scenes, kind: str) -> Scenes:
+    """The same scenes captioned differently in one respect: ``opposite`` direction (same axis), the next
+    ``speed``, the ``axis`` turned (left -> up, right -> down, ...), or the next ``colour``."""
+    w = scenes.config
+    if kind in ("opposite", "axis"):
+        steps = [DIRECTION_STEPS[d] for d in w.directions]
+        target = {"opposite": lambda r, c: (-r, -c), "axis": lambda r, c: (c, r)}[kind]
+        missing = [d for d, st in zip(w.directions, steps, strict=True) if target(*st) not in steps]
+        if missing:
+            raise ValueError(f"swap {kind!r} needs the {kind} of {missing} among the directions {w.directions}")
+        mapping = np.array([steps.index(target(*st)) for st in steps])
+        return replace(scenes, direction=mapping[scenes.direction])
+    if kind == "speed":
+        return replace(scenes, speed=(scenes.speed + 1) % len(w.speeds))
+    if kind == "colour":
+        return replace(scenes, colour=(scenes.colour + 1) % len(w.colours))
+    raise ValueError(f"unknown swap {kind!r}; valid swaps are {list(SWAPS)}")
+
+
+@torch.no_grad()
+def caption_sensitivity(
+    model: WanDiT, config: PlatformConfig, data: ToyData, timesteps=(950, 900), n: int = 48, seed: int = 13,
+    swaps=SWAPS,
+) -> Metrics:
+    """Does the model's x0 prediction depend on each part of the caption as much as the exact denoiser's?
+
+    Real videos are noised to t and denoised with their own caption and with a caption changed in one
+    respect (``swapped_scenes``). ``swap_<kind>_t<t>`` is the mean squared change of the model's x0
+    prediction divided by the latents' variance; ``swap_oracle_<kind>_t<t>`` the same for the exact
+    denoiser of each caption (``posterior_x0``). A model that ignores the sign of the move scores
+    ``swap_opposite`` near 0 where the oracle's is large; one that ignores the speed, ``swap_speed``.
+    """
+    world = data.world
+    batch = data.batch(n, np.random.default_rng(seed))
+    x0 = batch.latents.cpu()
+    var = float(x0.var())
+    schedule = schedule_of(config)
+    gen = torch.Generator().manual_seed(seed)
+
+    def modes(scenes: Scenes) -> torch.Tensor:
+        clips = render_every_start(scenes, world.num_frames)  # [n, K, T, H, W, 3]
+        return data.codec.encode(clips.reshape(-1, *clips.shape[2:])).reshape(n, -1, *x0.shape[1:]).double()
+
+    variants = {kind: swapped_scenes(batch.scenes, kind) for kind in swaps}
+    own_modes = modes(batch.scenes)
+    out: Metrics = {}
+    for tv in timesteps:
+        t = torch.full(x0.shape[:2], float(tv))
+        xt = schedule.add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+
+        def predict(text: torch.Tensor, xt=xt, t=t) -> torch.Tensor:
+            return schedule.x0_from_flow(xt, model(xt.to(data.device), t.to(data.device), text).cpu(), t)
+
+        own = predict(batch.text)
+        own_oracle = posterior_x0(xt.double(), tv / 1000, own_modes)
+        for kind, scenes in variants.items():
+            other = predict(data.embed(scenes.captions()))
+            other_oracle = posterior_x0(xt.double(), tv / 1000, modes(scenes))
+            out[f"swap_{kind}_t{tv}"] = float((other - own).double().pow(2).mean()) / var
+            out[f"swap_oracle_{kind}_t{tv}"] = float((other_oracle - own_oracle).pow(2).mean()) / var
+    return out
+
+
 def evaluate_teacher(
-    model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet
+    model: WanDiT, config: PlatformConfig, data: ToyData, es: EvalSet, diagnostics_n: int = 48,
 ) -> tuple[Metrics, np.ndarray]:
-    """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics`` and
-    ``stillness_diagnostics``; also returns the
-    samples (uint8)."""
+    """Metrics of Euler + CFG samples against real videos, plus ``denoising_diagnostics``,
+    ``stillness_diagnostics`` and ``caption_sensitivity`` (on ``diagnostics_n`` scenes each); also returns
+    the samples (uint8)."""
     videos = data.decode(sample_teacher(model, config, data, es.prompts, es.seeds))
     metrics = measure(videos, es.prompts, data, es.real_videos, es.prompts)
-    metrics.update(denoising_diagnostics(model, config, data))
-    metrics.update(stillness_diagnostics(model, config, data))
+    metrics.update(denoising_diagnostics(model, config, data, n=diagnostics_n))
+    metrics.update(stillness_diagnostics(model, config, data, n=diagnostics_n))
+    metrics.update(caption_sensitivity(model, config, data, n=diagnostics_n))
     return metrics, videos
 
 
@@ -157,6 +222,11 @@ def sample_student(
     num_frames: int, window_frames: int | None = None, batch_size: int = 64,
 ) -> np.ndarray:
     """uint8 [N, T, H, W, 3] from the few-step AR rollout (KV cache; rolling when ``window_frames``)."""
+    # Imported here: the teacher's evaluation (and the GPU teacher script) must not need PyAV, which the
+    # inference package's video writer imports.
+    from selfforcing.inference import VideoPipeline
+    from selfforcing.models.vae import build_vae
+
     pipe = VideoPipeline(config, model, data.encoder, build_vae(config.vae), data.device)
     out = []
     for a in range(0, len(prompts), batch_size):

@@ -1,9 +1,12 @@
 """``run_toyworld``: teacher -> ODE pairs -> ODE initialisation -> Self Forcing -> evaluation, in one process.
 
-Each stage is checkpointed as a ``save_generator`` directory and skipped when its config key is already
-done. The teacher lives in a cache directory keyed by its config (shared by every run that uses the same
-preset and budget); the students live in the run's output directory. Evaluations are stages too, so a
-rerun of a finished run trains and samples nothing and only rewrites the reports.
+Each stage is checkpointed as a ``save_generator`` directory and skipped when its key is already done. A
+key names everything that made the stage: its budget, the training config, the weights' digests of its
+input checkpoints (``digest.weights_sha256``) and its code version, so a student of one teacher is never
+reused with another, nor a stage trained by older code. The teacher is the shipped one (``release``) or
+is trained into a cache directory keyed the same way; the students live in the run's output directory.
+Evaluations are stages too, so a rerun of a finished run trains and samples nothing and only rewrites the
+reports.
 
 Layout of ``out``::
 
@@ -23,14 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfforcing.config import PlatformConfig, dump_config, load_config
+from selfforcing.config import PlatformConfig, load_config
 from selfforcing.models.factory import build_dit, load_dit, save_generator
 from selfforcing.models.wan_dit import WanDiT
 
-from . import report
-from .baselines import BaselineBudget, train_baseline
-from .config import RecipeConfig, config_key
+from . import baselines, report, students
+from . import teacher as teacher_stage
+from .baselines import BaselineKind, train_baseline
+from .config import RecipeConfig, SelfForcingBudget, config_key, training_identity
+from .digest import weights_sha256
 from .evaluate import EvalSet, compare_students, evaluate_student, evaluate_teacher
+from .release import RELEASE_DIR, has_release, load_release
 from .stages import StageRunner
 from .students import train_ode_init, train_self_forcing
 from .teacher import train_teacher
@@ -39,7 +45,8 @@ from .world import ToyData
 STUDENT_STAGES = ("ode_init", "self_forcing")
 # Bump when evaluate_videos gains or changes a metric: cached evaluations are then recomputed (from the
 # cached models; nothing is retrained). v2: moving_fraction. v3: the teacher's stillness diagnostics.
-METRICS_VERSION = 3
+# v4: step confusion classes (step_*), the teacher's caption sensitivity (swap_*).
+METRICS_VERSION = 4
 
 
 def default_cache_dir() -> Path:
@@ -52,7 +59,7 @@ class ToyWorldRun:
 
     def __init__(
         self, out: Path, recipe: RecipeConfig, cache_dir: Path | None = None, quiet: bool = False,
-        teacher_key: str | None = None,
+        teacher_digest: str | None = None, release_dir: Path = RELEASE_DIR,
     ):
         self.out = Path(out)
         self.recipe = recipe
@@ -62,19 +69,43 @@ class ToyWorldRun:
         self.data = ToyData(self.config)
         self.runner = StageRunner(self.out / "stage_log.jsonl", quiet=quiet)
         self.eval_set = EvalSet.build(self.data, recipe.eval)
-        # A run with another generator chunking (frame-wise) may share a teacher by passing its key.
-        self.teacher_key = teacher_key or config_key("teacher", dump_config(self.config), recipe.teacher)
+        self.release_dir = Path(release_dir)
+        self.identity = training_identity(self.config)
+        # Set by teacher(); a run with another generator chunking (frame-wise) shares a teacher by its digest.
+        self.teacher_digest: str | None = teacher_digest
 
     # ------------------------------------------------------------------ helpers
-    def _eval_key(self, model_key: str) -> str:
-        """An evaluation is cached per model, evaluation set and version of the metrics."""
-        return config_key(model_key, self.recipe.eval, f"metrics-v{METRICS_VERSION}")
+    def _eval_key(self, model_digest: str) -> str:
+        """An evaluation is cached per model (its weights' digest), teacher (students are measured against
+        its samples), evaluation set, sampler settings and version of the metrics."""
+        return config_key("eval", f"metrics-v{METRICS_VERSION}", model_digest, self.teacher_digest,
+                          self.recipe.eval, self.config.generation)
 
     def _load(self, path: Path) -> WanDiT:
         return load_dit(self.config, path / "generator").eval().requires_grad_(False)
 
-    def _save(self, model: WanDiT, path: Path) -> None:
+    def _save(self, model: WanDiT, path: Path) -> str:
+        """Save the generator; returns its weights' digest (what later stages' keys hold)."""
         save_generator(self.config, model, path / "generator")
+        return weights_sha256(path / "generator")
+
+    @staticmethod
+    def _unchanged(path: Path, info: dict[str, Any]) -> bool:
+        """A cached checkpoint still has the digest its stage recorded."""
+        try:
+            return weights_sha256(path / "generator") == info.get("weights_sha256")
+        except FileNotFoundError:
+            return False
+
+    def _train_stage(self, name: str, key: str, path: Path, train) -> tuple[WanDiT, str]:
+        """Run (or reuse) a stage whose ``train()`` returns (model, stats); returns (model, its digest)."""
+
+        def build(p: Path) -> dict[str, Any]:
+            model, stats = train()
+            return {**stats, "weights_sha256": self._save(model, p)}
+
+        record = self.runner.run(name, key, path, build, check=self._unchanged)
+        return self._load(path), record.info["weights_sha256"]
 
     @staticmethod
     def _save_arrays(path: Path, **arrays: np.ndarray) -> None:
@@ -82,20 +113,39 @@ class ToyWorldRun:
 
     # ------------------------------------------------------------------ stages
     def teacher(self) -> WanDiT:
-        path = self.cache_dir / f"teacher-{self.teacher_key}"
+        """The shipped teacher (``recipe.teacher_source`` released, or auto with a release in the package),
+        else one trained with ``recipe.teacher`` into the cache; sets ``teacher_digest``."""
+        source = self.recipe.teacher_source
+        if source == "auto":
+            source = "released" if has_release(self.release_dir) else "train"
+            if source == "train" and not self.quiet:
+                b = self.recipe.teacher
+                print(f"no shipped teacher in {self.release_dir}: training one with the recipe's budget "
+                      f"({b.steps} steps x {b.batch_size} videos; hours on a CPU, minutes with teacher_gpu on a "
+                      "GPU); it is cached for later runs", flush=True)
+        if source == "released":
+            model, release = load_release(self.config, self.release_dir, self.recipe.teacher)
+            self.teacher_digest = release.weights_sha256
+            self.runner.record("teacher", config_key("released", release.weights_sha256), "released",
+                               self.release_dir, {"weights_sha256": release.weights_sha256,
+                                                  **{f"train_{k}": v for k, v in release.train_stats.items()}})
+            return model
+        key = config_key("teacher", f"code-v{teacher_stage.CODE_VERSION}", self.identity, self.recipe.teacher)
+        model, self.teacher_digest = self._train_stage(
+            "teacher", key, self.cache_dir / f"teacher-{key}",
+            lambda: train_teacher(self.config, self.recipe.teacher, self.data, self.quiet),
+        )
+        return model
 
-        def build(p: Path) -> dict[str, Any]:
-            model, stats = train_teacher(self.config, self.recipe.teacher, self.data, self.quiet)
-            self._save(model, p)
-            return stats
-
-        self.runner.run("teacher", self.teacher_key, path, build)
-        return self._load(path)
+    def _teacher_eval_dir(self) -> tuple[str, Path]:
+        if self.teacher_digest is None:
+            raise RuntimeError("call teacher() first: the teacher's evaluation is keyed by its digest")
+        key = self._eval_key(self.teacher_digest)
+        return key, self.cache_dir / f"teacher-eval-{key}"
 
     def evaluate_teacher(self, teacher: WanDiT) -> dict[str, dict]:
-        """Untrained (same init seed) vs teacher, both against real videos; cached with the teacher."""
-        key = self._eval_key(self.teacher_key)
-        path = self.cache_dir / f"teacher-{self.teacher_key}" / f"eval-{key}"
+        """Untrained (same init seed) vs teacher, both against real videos; cached by the teacher's digest."""
+        key, path = self._teacher_eval_dir()
 
         def build(p: Path) -> dict[str, Any]:
             untrained = build_dit(self.config, "cpu", seed=self.recipe.teacher.seed).eval()
@@ -109,57 +159,46 @@ class ToyWorldRun:
 
     def teacher_samples(self):
         """The cached evaluation arrays: real, untrained and teacher videos (uint8 [N, T, H, W, 3])."""
-        key = self._eval_key(self.teacher_key)
-        return np.load(self.cache_dir / f"teacher-{self.teacher_key}" / f"eval-{key}" / "samples.npz")
+        return np.load(self._teacher_eval_dir()[1] / "samples.npz")
 
     def ode_init(self, teacher: WanDiT) -> tuple[WanDiT, str]:
-        key = config_key(self.teacher_key, self.recipe.ode_init)
-        path = self.out / "ode_init"
+        """The ODE-initialised student and its digest; keyed by the teacher's digest and the ODE budget."""
+        key = config_key("ode_init", f"code-v{students.ODE_INIT_CODE_VERSION}", self.identity,
+                         self.config.generation, self.teacher_digest, self.recipe.ode_init)
+        return self._train_stage(
+            "ode_init", key, self.out / "ode_init",
+            lambda: train_ode_init(teacher, self.config, self.recipe.ode_init, self.data, self.quiet),
+        )
 
-        def build(p: Path) -> dict[str, Any]:
-            model, stats = train_ode_init(teacher, self.config, self.recipe.ode_init, self.data, self.quiet)
-            self._save(model, p)
-            return stats
-
-        self.runner.run("ode_init", key, path, build)
-        return self._load(path), key
-
-    def self_forcing(self, student: WanDiT, teacher: WanDiT, parent_key: str, name: str = "self_forcing",
-                     budget=None) -> tuple[WanDiT, str]:
+    def self_forcing(self, student: WanDiT, teacher: WanDiT, student_digest: str, name: str = "self_forcing",
+                     budget: SelfForcingBudget | None = None) -> tuple[WanDiT, str]:
+        """Distil ``student`` (digest ``student_digest``) against the teacher; returns (model, digest)."""
         budget = budget or self.recipe.self_forcing
-        key = config_key(parent_key, budget)
-        path = self.out / name
+        key = config_key(name, f"code-v{students.SELF_FORCING_CODE_VERSION}", self.identity,
+                         self.teacher_digest, student_digest, budget)
+        return self._train_stage(
+            name, key, self.out / name,
+            lambda: train_self_forcing(self._clone(student), teacher, self.config, budget, self.data,
+                                       self.quiet, name=name),
+        )
 
-        def build(p: Path) -> dict[str, Any]:
-            model, stats = train_self_forcing(
-                self._clone(student), teacher, self.config, budget, self.data, self.quiet
-            )
-            self._save(model, p)
-            return stats
-
-        self.runner.run(name, key, path, build)
-        return self._load(path), key
-
-    def baseline(self, teacher: WanDiT, budget: BaselineBudget) -> tuple[WanDiT, str]:
+    def baseline(self, teacher: WanDiT, kind: BaselineKind) -> tuple[WanDiT, str]:
         """A Teacher Forcing / Diffusion Forcing student trained on renderer data (ablation)."""
-        key = config_key(self.teacher_key, budget)
-        path = self.out / "ablation" / budget.kind
-
-        def build(p: Path) -> dict[str, Any]:
-            model, stats = train_baseline(teacher, self.config, budget, self.data, self.quiet)
-            self._save(model, p)
-            return stats
-
-        self.runner.run(budget.kind, key, path, build)
-        return self._load(path), key
+        budget = self.recipe.baselines
+        key = config_key(kind, f"code-v{baselines.CODE_VERSION}", self.identity, self.teacher_digest, budget)
+        return self._train_stage(
+            kind, key, self.out / "ablation" / kind,
+            lambda: train_baseline(teacher, self.config, kind, budget, self.data, self.quiet),
+        )
 
     def _clone(self, model: WanDiT) -> WanDiT:
         clone = build_dit(self.config, "cpu")
         clone.load_state_dict(model.state_dict())
         return clone
 
-    def evaluate_student(self, name: str, model: WanDiT, key: str, teacher_videos: np.ndarray) -> dict:
-        ekey = self._eval_key(key)
+    def evaluate_student(self, name: str, model: WanDiT, digest: str, teacher_videos: np.ndarray) -> dict:
+        """Metrics of a student (weights' digest ``digest``) against the teacher's samples; cached."""
+        ekey = self._eval_key(digest)
         path = self.out / "eval" / name.replace("/", "_")
 
         def build(p: Path) -> dict[str, Any]:
@@ -204,11 +243,11 @@ def run_toyworld(
     metrics["teacher"].update(_stage_info(run, "teacher"))
     arrays = run.teacher_samples()
     teacher_videos = arrays["teacher"]
-    student, key = run.ode_init(teacher)
-    metrics["ode_init"] = run.evaluate_student("ode_init", student, key, teacher_videos)
+    student, digest = run.ode_init(teacher)
+    metrics["ode_init"] = run.evaluate_student("ode_init", student, digest, teacher_videos)
     metrics["ode_init"].update(_stage_info(run, "ode_init"))
-    distilled, key = run.self_forcing(student, teacher, key)
-    metrics["self_forcing"] = run.evaluate_student("self_forcing", distilled, key, teacher_videos)
+    distilled, sf_digest = run.self_forcing(student, teacher, digest)
+    metrics["self_forcing"] = run.evaluate_student("self_forcing", distilled, sf_digest, teacher_videos)
     metrics["self_forcing"].update(_stage_info(run, "self_forcing"))
     metrics["self_forcing"].update(run.compare_with_ode_init(teacher_videos))
     write_reports(run, metrics, arrays)

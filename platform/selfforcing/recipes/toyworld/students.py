@@ -33,10 +33,15 @@ from selfforcing.training import (
 )
 
 from .config import ODEInitBudget, SelfForcingBudget
-from .fit import fit
+from .fit import WallClockGuard, fit
 from .progress import Progress
 from .teacher import schedule_of
 from .world import ToyData
+
+# Parts of the students' cache keys: bump when a change here changes what the same budget learns.
+# v2: exactly ``steps`` steps (v1 could stop at a wall-time cap).
+ODE_INIT_CODE_VERSION = 2
+SELF_FORCING_CODE_VERSION = 2
 
 
 def generator_timesteps(config: PlatformConfig) -> list[float]:
@@ -95,9 +100,9 @@ def train_ode_init(
             config.video.frames_per_chunk, gen,
         )[0]
 
-    steps, final = fit(student, opt, budget.steps, budget.max_minutes, progress, step_loss)
+    final = fit(student, opt, budget.steps, progress, step_loss, WallClockGuard("ode_init", budget.abort_after_minutes))
     stats = {
-        "pairs": len(prompts), "pair_seconds": pair_seconds, "steps": steps,
+        "pairs": len(prompts), "pair_seconds": pair_seconds, "steps": budget.steps,
         "final_loss": final, "seconds": time.perf_counter() - start,
     }
     return student.eval(), stats
@@ -165,24 +170,19 @@ def _batches(data: ToyData, batch_size: int, seed: int) -> Iterator[TrainBatch]:
 
 def train_self_forcing(
     student: WanDiT, teacher: WanDiT, config: PlatformConfig, budget: SelfForcingBudget, data: ToyData,
-    quiet: bool = False,
+    quiet: bool = False, name: str = "self_forcing",
 ) -> tuple[WanDiT, dict[str, float]]:
-    """Distil ``student`` (in place) with the budget's objective and rollout; returns its EMA copy."""
+    """Distil ``student`` (in place) for exactly ``budget.steps`` steps with the budget's objective and
+    rollout; returns its EMA copy. ``name`` is the stage named by a wall-time abort."""
     tc = training_config(config, budget)
     generator = GeneratorRole(student.train().requires_grad_(True), generator_platform(config, budget), tc)
     trainer = LocalTrainer(generator, _scoring_role(teacher, tc, config, budget.seed), tc)
-    progress = Progress(budget.rollout if budget.rollout != "self_forcing" else "self_forcing", budget.steps,
-                        quiet=quiet)
-    deadline = None if budget.max_minutes is None else time.perf_counter() + 60 * budget.max_minutes
-    history: list[dict[str, float]] = []
+    progress = Progress(budget.rollout, budget.steps, quiet=quiet)
+    guard = WallClockGuard(name, budget.abort_after_minutes)
     for step, batch in zip(range(budget.steps), _batches(data, budget.batch_size, budget.seed), strict=False):
         m = trainer.train_step(batch)
-        history.append(m)
-        shown = {k: v for k, v in m.items() if k.endswith("_loss")}
-        progress.update(step, **shown)
-        if deadline is not None and time.perf_counter() > deadline:
-            progress.note(f"time budget reached after {step + 1} steps")
-            break
+        progress.update(step, **{k: v for k, v in m.items() if k.endswith("_loss")})
+        guard.check(step + 1, budget.steps)
     model = copy.deepcopy(student).eval()
     if generator.ema.active:
         generator.ema.copy_to(model)

@@ -9,7 +9,6 @@ density the shifted Euler sampler visits. The saved weights are an EMA, as for W
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,34 +25,35 @@ from selfforcing.training.config import EMAConfig
 from selfforcing.training.ema import EMA
 
 from .config import TeacherBudget
-from .fit import fit
+from .fit import WallClockGuard, fit
 from .progress import Progress
 from .world import ToyData
+
+# Part of the teacher stage's cache key: bump when a change here changes what the same budget learns.
+# v2: exactly ``steps`` steps, the cosine over the step budget only (v1 could stop at a wall-time cap).
+CODE_VERSION = 2
 
 
 def schedule_of(config: PlatformConfig) -> FlowMatchSchedule:
     return FlowMatchSchedule(config.schedule.num_train_timesteps, config.schedule.shift)
 
 
-def lr_factor(step: int, budget: TeacherBudget, elapsed_fraction: float = 0.0) -> float:
-    """Linear warm-up then cosine decay to ``min_lr_fraction``.
-
-    The decay follows whichever runs out first, the step budget or the wall-time cap
-    (``elapsed_fraction`` = elapsed / max_minutes): on a slow machine the cap stops training early, and
-    the learning rate should have decayed by then rather than stop mid-schedule.
-    """
+def lr_factor(step: int, budget: TeacherBudget) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_fraction`` at the last step of the step budget."""
     if step < budget.warmup_steps:
         return (step + 1) / budget.warmup_steps
-    span = max(1, budget.steps - budget.warmup_steps)
-    progress = max((step - budget.warmup_steps) / span, elapsed_fraction)
-    cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    span = max(1, budget.steps - 1 - budget.warmup_steps)
+    progress = min(1.0, (step - budget.warmup_steps) / span)
+    cos = 0.5 * (1 + math.cos(math.pi * progress))
     return budget.min_lr_fraction + (1 - budget.min_lr_fraction) * cos
 
 
 def train_teacher(
     config: PlatformConfig, budget: TeacherBudget, data: ToyData, quiet: bool = False
 ) -> tuple[WanDiT, dict[str, float]]:
-    """Train a bidirectional teacher; returns the EMA model (eval mode) and training stats."""
+    """Train a bidirectional teacher for exactly ``budget.steps`` steps; returns the EMA model (eval mode)
+    and training stats. Scenes and noise come from CPU generators seeded by the budget, so a run on a
+    GPU sees the same batches as one on a CPU."""
     model = build_dit(config, data.device, seed=budget.seed).train()
     schedule = schedule_of(config)
     opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
@@ -62,13 +62,9 @@ def train_teacher(
     gen = torch.Generator().manual_seed(budget.seed)
     progress = Progress("teacher", budget.steps, quiet=quiet)
 
-    start = time.perf_counter()
-    cap = None if budget.max_minutes is None else 60 * budget.max_minutes
-
     def set_lr(step: int) -> None:
-        elapsed = 0.0 if cap is None else (time.perf_counter() - start) / cap
         for group in opt.param_groups:
-            group["lr"] = budget.lr * lr_factor(step, budget, elapsed)
+            group["lr"] = budget.lr * lr_factor(step, budget)
 
     def step_loss(step: int) -> torch.Tensor:
         batch = data.batch(budget.batch_size, rng, budget.caption_dropout)
@@ -78,12 +74,14 @@ def train_teacher(
         noise = torch.randn(batch.latents.shape, generator=gen).to(data.device)
         return flow_matching_loss(model, batch.latents, batch.text, t, noise, schedule)
 
-    steps, final = fit(
-        model, opt, budget.steps, budget.max_minutes, progress, step_loss,
+    final = fit(
+        model, opt, budget.steps, progress, step_loss,
+        # The projection waits for a tenth of the budget so that a GPU's warm-up steps do not dominate it.
+        WallClockGuard("teacher", budget.abort_after_minutes, project_after=max(100, budget.steps // 10)),
         before_step=set_lr, after_step=lambda step: ema.update(model, step), window=50,
     )
     ema.copy_to(model)
-    stats = {"steps": steps, "final_loss": final, "seconds": progress.elapsed}
+    stats = {"steps": budget.steps, "final_loss": final, "seconds": progress.elapsed}
     return model.eval(), stats
 
 
