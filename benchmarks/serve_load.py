@@ -98,7 +98,7 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter()
     base = deploy(args.configs, args.preset, max(8, max(args.streams)))
     print(f"{len(args.configs)} apps up in {time.perf_counter() - started:.0f} s; preset={args.preset}, "

@@ -20,6 +20,6 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2)
+        ray.init(address="local", num_cpus=2)  # never attach to a head another test or user started
     yield
     ray.shutdown()

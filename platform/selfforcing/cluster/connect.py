@@ -22,5 +22,6 @@ def connect_ray(config: RayConfig | None = None, quiet: bool = False) -> bool:
     if address:
         ray.init(address=address, log_to_driver=not quiet)
         return True
-    ray.init(num_cpus=config.num_cpus, log_to_driver=not quiet, include_dashboard=False)
+    # address="local": always a new embedded instance, never one some `ray start` left on this machine.
+    ray.init(address="local", num_cpus=config.num_cpus, log_to_driver=not quiet, include_dashboard=False)
     return True

@@ -10,6 +10,7 @@ batch. Plain Python, so it is tested in-process; ``distributed.scoring_actor`` i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -107,8 +108,10 @@ class ScoringService:
                 f"step {step} is not ready: {len(self._pending.get(step, ()))}/{self.payloads_per_step} "
                 f"payloads, updates applied through {self.updated_through}"
             )
+        start = time.perf_counter()
         merged = merge_payloads(self._pending.pop(step))
         metrics = self.role.update(merged.x, merged.cond, meta=merged.meta)
+        metrics["time_critic_update"] = time.perf_counter() - start
         self.updated_through = step
         self.results[step] = metrics
         return metrics

@@ -14,6 +14,7 @@ is applied. Sequential mode waits for the update at the end of every step; both 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -147,6 +148,7 @@ class WorkerTrainer:
         score_metrics: list[dict[str, float]] = []
         finite = True
         completed: list[dict[str, float]] = []
+        clock = _Clock()
         if generator_step:
             self.generator.optimizer.zero_grad()
         for micro in range(self.layout.accumulation_steps):
@@ -154,27 +156,39 @@ class WorkerTrainer:
             with torch.set_grad_enabled(generator_step):
                 sample = self.generator.sample(batch, step)
             payload = ScorePayload(sample.video.detach(), batch.conditioning(), self.generator.meta(sample, step, batch))
+            clock.lap("time_rollout")
             handle = self.client.put(payload)
+            clock.lap("time_transfer")
             grad = None
             if generator_step:
                 grad, sm = self.client.score(step, handle)
                 score_metrics.append(sm)
                 finite = finite and bool(torch.isfinite(grad).all())
+                clock.lap("time_score")
             updates.append(self.client.update(step, handle))
             # The previous step's update has run by now (this step was scored after it): collect it.
             completed.extend(self._complete_in_flight())
+            clock.lap("time_update_wait")
             if grad is not None:
                 self.generator.backward(sample, grad)
+                clock.lap("time_backward")
             del sample
         if generator_step:
             metrics.update(_mean(score_metrics))
             gen = self.generator.finish_step(step, loss=None if finite else float("nan"))
+            clock.lap("time_optimizer")
             metrics.update(gen)
             if gen["generator_skipped"]:
                 self.state.skipped_generator_steps += 1
             else:
                 self.state.generator_steps += 1
         self.state.step += 1
+        if not self.overlap:
+            for update in updates:
+                update.result()
+            clock.lap("time_update_wait")
+        metrics.update(clock.totals)
+        metrics["time_step"] = clock.elapsed
         self._in_flight = _InFlight(step, metrics, updates)
         if not self.overlap:
             completed.extend(self._complete_in_flight())
@@ -204,6 +218,23 @@ class WorkerTrainer:
         while self.state.step < num_steps:
             yield from self.train_step()
         yield from self.flush()
+
+
+class _Clock:
+    """Seconds per phase of a step (reported as metrics: where a step's time goes)."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.totals: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.totals[name] = self.totals.get(name, 0.0) + now - self.last
+        self.last = now
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 def _mean(dicts: list[dict[str, float]]) -> dict[str, float]:

@@ -79,6 +79,23 @@ class DeepSpeedOptimizer:
         with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
             yield
 
+    def memory_footprint(self) -> dict[str, float]:
+        """Bytes this rank holds for the model: parameters (its ZeRO-3 partition, or whole), the fp32
+        master copy and the optimiser state (its ZeRO 1/2/3 partition). Counted, not sampled."""
+        def nbytes(t: torch.Tensor) -> int:
+            return t.numel() * t.element_size()
+
+        params = 0
+        for p in self.engine.module.parameters():
+            params += nbytes(p.ds_tensor) if hasattr(p, "ds_tensor") else nbytes(p)
+        zero = self.engine.optimizer
+        masters = getattr(zero, "fp32_partitioned_groups_flat", None) or getattr(zero, "single_partition_of_fp32_groups", [])
+        master = sum(nbytes(t) for t in masters)
+        inner = getattr(zero, "optimizer", zero)
+        state = sum(nbytes(v) for st in inner.state.values() for v in st.values() if torch.is_tensor(v))
+        return {"memory_param_bytes": float(params), "memory_master_bytes": float(master),
+                "memory_optimizer_bytes": float(state)}
+
     def state_dict(self) -> dict:
         return {"skipped": self.skipped, "applied": self.applied}
 

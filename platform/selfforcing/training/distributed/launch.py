@@ -18,7 +18,7 @@ from ...config import ConfigError
 from ...config.job import dump_job_config
 from ...tracking import MlflowTracker, tracking_uri_or_default
 from ..job_config import SelfForcingJobConfig
-from .worker_loop import FINAL_DIR, SUMMARY_FILE, WorkerLoopConfig, train_loop_per_worker
+from .worker_loop import FINAL_DIR, METRICS_FILE, SUMMARY_FILE, WorkerLoopConfig, train_loop_per_worker
 
 
 @dataclass
@@ -97,6 +97,7 @@ def run_self_forcing(job: SelfForcingJobConfig, max_steps: int | None = None) ->
         tracker = MlflowTracker(tracking_uri, experiment=job.tracking.experiment, run_name=job.run.name, tags=tags)
         tracker.log_params(flatten_params(job.model_dump(mode="json")))
         (output_dir / SUMMARY_FILE).unlink(missing_ok=True)
+        (output_dir / METRICS_FILE).unlink(missing_ok=True)
 
         group = ScoringGroup(job)
         s = job.scaling

@@ -30,6 +30,7 @@ from .remote_client import RemoteScoringClient
 from .scoring_actor import NAMESPACE
 
 SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"  # one line per step (rank 0, all-reduced): losses, phase times, memory
 FINAL_DIR = "final"  # the run's final weights: generator.pt, ema.pt, and the scoring network's
 
 
@@ -111,10 +112,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     progress = ProgressPrinter(job.run.name, job.training.max_steps, trainer.state.step)
     history: list[dict[str, float]] = []
     every = job.logging.every_n_steps
+    metrics_file = Path(loop.output_dir) / METRICS_FILE
     for record in trainer.run(job.training.max_steps):
+        if not history:  # after the first step: optimiser state exists
+            record.update(optimizer.memory_footprint())
         record = all_reduce_mean(record)
         step = int(record["step"])
         history.append(record)
+        if rank == 0:
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(record) + "\n")
         if rank == 0 and (step % every == 0 or step + 1 == job.training.max_steps):
             tracker.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
             progress.show(step, record)
