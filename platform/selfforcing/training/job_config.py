@@ -73,10 +73,25 @@ class DataSection(StrictModel):
 
 
 class CheckpointSection(StrictModel):
-    """Whole-trainer checkpoints (generator engine, EMA, scoring actors, counters, RNG)."""
+    """Whole-trainer checkpoints (generator engine, EMA, scoring actors, counters). Every random draw is
+    a function of (seed, step, sample index), so the step count is the whole RNG and data position."""
 
     every_n_steps: int = Field(0, ge=0, description="checkpoint period in steps (0 = only at the end)")
     num_to_keep: int = Field(2, ge=1, description="complete checkpoints kept")
+    resume_from: str | None = Field(
+        None, description="start from this checkpoint folder (default: the run's newest complete one)"
+    )
+
+
+class FaultSection(StrictModel):
+    """What a run survives before it stops with an error."""
+
+    max_failures: int = Field(
+        2, ge=0, description="restarts of the step group (a dead worker or scoring actor) from the last checkpoint"
+    )
+    max_consecutive_nonfinite: int = Field(
+        20, ge=1, description="stop when this many steps in a row had a non-finite loss or gradient"
+    )
 
 
 class LoggingSection(StrictModel):
@@ -99,6 +114,7 @@ class SelfForcingJobConfig(PlatformSection):
     models: ModelsSection = Field(default_factory=ModelsSection, description="weights of each network")
     data: DataSection = Field(default_factory=DataSection, description="prompts and real latents")
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="checkpoints")
+    fault: FaultSection = Field(default_factory=FaultSection, description="fault tolerance")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="progress and artifacts")
     overlap: bool = Field(
         True, description="run the critic's update on step k while the generator back-propagates and rolls "

@@ -41,6 +41,7 @@ class TrainState:
     critic_steps: int = 0
     skipped_generator_steps: int = 0
     skipped_critic_steps: int = 0
+    consecutive_skipped_steps: int = 0  # steps in a row with a skipped (non-finite) update
 
 
 class LocalTrainer:
@@ -85,6 +86,10 @@ class LocalTrainer:
             self.state.skipped_critic_steps += 1
         else:
             self.state.critic_steps += 1
+        if skipped or metrics.get("generator_skipped", 0.0):
+            self.state.consecutive_skipped_steps += 1
+        else:
+            self.state.consecutive_skipped_steps = 0
         self.state.step += 1
         metrics.update({k: float(v) for k, v in asdict(self.state).items()})
         return metrics

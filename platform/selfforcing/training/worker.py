@@ -206,10 +206,15 @@ class WorkerTrainer:
         update = critic[0]  # one update per step: every payload of the step reports the same one
         record = dict(flight.metrics)
         record.update(update)
-        if any(v for k, v in update.items() if k.endswith("_skipped")):
+        critic_skipped = any(v for k, v in update.items() if k.endswith("_skipped"))
+        if critic_skipped:
             self.state.skipped_critic_steps += 1
         else:
             self.state.critic_steps += 1
+        if critic_skipped or flight.metrics.get("generator_skipped", 0.0):
+            self.state.consecutive_skipped_steps += 1
+        else:
+            self.state.consecutive_skipped_steps = 0
         record.update({k: float(v) for k, v in asdict(self.state).items() if k != "step"})
         return [record]
 

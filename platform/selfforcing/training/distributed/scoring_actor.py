@@ -11,10 +11,12 @@ step, over all of its callers' samples). ``ScoringGroup`` places the actors and 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -27,8 +29,11 @@ from ..roles import CriticRole, DiscriminatorRole
 from ..scoring_service import ScorePayload, ScoringService
 from .deepspeed_config import build_deepspeed_config, inference_config, resolve_precision
 from .deepspeed_optim import DeepSpeedOptimizer
+from .engine_state import consolidate, load_optimizer, load_weights, read_state, save_state
 
 NAMESPACE = "selfforcing"
+SCORING_PREFIX = "scoring"  # checkpoint files: scoring.safetensors, scoring_optim.pt
+SCORING_COUNTERS = "scoring_counters.json"
 _KEEP_RESULTS = 8  # update metrics kept per actor (callers collect theirs within a step or two)
 
 
@@ -40,6 +45,7 @@ class ScoringActorSpec:
     index: int
     payloads_per_step: int
     start_step: int = 0
+    checkpoint: str | None = None  # folder to load the trained network and its optimiser from
 
 
 def _free_port() -> int:
@@ -83,6 +89,9 @@ class ScoringHost:
         real, trained = scoring_networks(
             job.models, job.platform, training.objective, training.gan.num_registers, device
         )
+        saved = read_state(spec.checkpoint, SCORING_PREFIX) if spec.checkpoint else None
+        if saved is not None:
+            load_weights(trained, saved)
         precision = resolve_precision(job.scaling.precision, use_cuda)
         per_actor = training.batch_size // sc.num_actors
         config = build_deepspeed_config(
@@ -93,6 +102,10 @@ class ScoringHost:
             model=trained, optimizer=build_adamw(trained.parameters(), training.critic_optim), config=config
         )
         optimizer = DeepSpeedOptimizer(engine)
+        if saved is not None:
+            load_optimizer(engine, saved)
+            counters = json.loads((Path(spec.checkpoint) / SCORING_COUNTERS).read_text())
+            optimizer.load_state_dict(counters["optimizer"])
         sched = job.platform.schedule
         schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
         if training.objective == "gan":
@@ -110,6 +123,15 @@ class ScoringHost:
 
     def ping(self) -> int:
         return os.getpid()
+
+    def save_state(self, folder: str | None) -> None:
+        """Write the trained network's weights, AdamW state and counters into checkpoint ``folder``
+        (actor 0 writes; every actor calls: consolidation is collective)."""
+        state = consolidate(self.engine)
+        if self.spec.index == 0 and folder is not None:
+            save_state(state, folder, SCORING_PREFIX)
+            counters = {"optimizer": self.role.optimizer.state_dict(), "updated_through": self.service.updated_through}
+            (Path(folder) / SCORING_COUNTERS).write_text(json.dumps(counters))
 
     def export_network(self, path: str | None) -> None:
         """Write the trained network's full fp32 state dict to ``path`` (actor 0 writes; every actor of
@@ -163,7 +185,10 @@ class ScoringActor(ScoringHost):
 class ScoringGroup:
     """``num_actors`` scoring actors in one placement group, joined in their own process group."""
 
-    def __init__(self, job: SelfForcingJobConfig, start_step: int = 0, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, job: SelfForcingJobConfig, start_step: int = 0, checkpoint: str | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -189,11 +214,17 @@ class ScoringGroup:
                 name=name, namespace=NAMESPACE, num_cpus=sc.cpus_per_actor, num_gpus=sc.gpus_per_actor,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
                 max_concurrency=64,
-            ).remote(ScoringActorSpec(job, i, payloads, start_step))
+            ).remote(ScoringActorSpec(job, i, payloads, start_step, checkpoint))
             for i, name in enumerate(self.names)
         ]
         addr, port = ray.get(self.actors[0].address.remote())
         ray.get([a.setup.remote(addr, port) for a in self.actors])
+
+    def save_state(self, folder: str) -> None:
+        """The group's part of a whole-trainer checkpoint, written into ``folder``."""
+        import ray
+
+        ray.get([a.save_state.remote(folder if i == 0 else None) for i, a in enumerate(self.actors)])
 
     def export_network(self, path: str) -> None:
         """The trained network's weights (critic / discriminator) as a state dict file."""

@@ -1,0 +1,124 @@
+"""Faults cost minutes, never the run: a killed generator worker or scoring actor resumes from the last
+checkpoint and ends with the weights of a run that never stopped; a run resumes on another cluster shape;
+a finished run's command only reports; non-finite training stops with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfforcing.config.job import load_job_config
+from selfforcing.training.checkpoint_store import COMPLETE
+from selfforcing.training.distributed.launch import TrainingStopped, run_self_forcing
+from selfforcing.training.distributed.worker_loop import ATTEMPTS_FILE, CHECKPOINT_DIR, FINAL_DIR, PIDS_DIR
+from selfforcing.training.job_config import SelfForcingJobConfig
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS = 8
+
+
+def _job(tmp: Path, name: str, *overrides: str) -> SelfForcingJobConfig:
+    return load_job_config(SelfForcingJobConfig, ROOT / "jobs" / "configs" / "tiny_dmd.yaml", [
+        f"run.name={name}", f"run.storage_path={tmp / 'runs'}", f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        "logging.sample_video=false", f"training.max_steps={STEPS}", "training.generator_optim.lr=1e-3",
+        "checkpoint.every_n_steps=2", "fault.max_failures=1", *overrides,
+    ])
+
+
+def _final(output_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {n: torch.load(output_dir / FINAL_DIR / f"{n}.pt") for n in ("generator", "ema", "scoring")}
+
+
+def _max_diff(a, b) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    outcome = run_self_forcing(_job(tmp, "uninterrupted"))
+    return tmp, outcome
+
+
+def _run_and_kill(job: SelfForcingJobConfig, pid_file: str):
+    """Run ``job`` in a thread; once its first checkpoint is complete, SIGKILL the process in ``pid_file``."""
+    out = Path(job.run.storage_path) / job.run.name
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(outcome=run_self_forcing(job)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 600
+    first = out / CHECKPOINT_DIR / "step_00000002" / COMPLETE
+    while not first.exists():
+        assert thread.is_alive() and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    victim = int((out / PIDS_DIR / pid_file).read_text())
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=900)
+    assert "outcome" in result, "the run did not finish after the kill"
+    attempts = [json.loads(line) for line in (out / ATTEMPTS_FILE).read_text().splitlines()]
+    return result["outcome"], attempts, victim
+
+
+@pytest.mark.parametrize("victim", ["worker_1.pid", "scoring_0.pid"], ids=["generator-worker", "critic-actor"])
+def test_killed_process_resumes_and_matches_an_uninterrupted_run(uninterrupted, tmp_path, victim):
+    outcome, attempts, pid = _run_and_kill(_job(tmp_path, "killed"), victim)
+    assert outcome.steps == STEPS and outcome.summary["state"]["generator_steps"] == STEPS // 2
+    assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 2
+    reference = _final(uninterrupted[1].output_dir)
+    final = _final(outcome.output_dir)
+    for name in ("generator", "ema", "scoring"):
+        assert _max_diff(final[name], reference[name]) < 1e-5, name
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_elastic_resume_on_one_worker_at_zero3(uninterrupted, tmp_path):
+    """Saved by 2 workers at ZeRO-2 after 4 steps; resumed by 1 worker at ZeRO-3 accumulating 2
+    micro-batches (the same global batch): the weights of the uninterrupted 2-worker run."""
+    first = run_self_forcing(_job(tmp_path, "elastic", "checkpoint.every_n_steps=0"), max_steps=4)
+    assert first.steps == 4
+    resumed = run_self_forcing(_job(
+        tmp_path, "elastic", "scaling.num_workers=1", "scaling.zero_stage=3", "scoring.zero_stage=3",
+        "scaling.gradient_accumulation_steps=2", "scaling.cpus_per_worker=1", "checkpoint.every_n_steps=0",
+    ))
+    attempts = [json.loads(line) for line in (resumed.output_dir / ATTEMPTS_FILE).read_text().splitlines()]
+    assert resumed.steps == STEPS and attempts[-1]["resumed_from"] == 4
+    reference, final = _final(uninterrupted[1].output_dir), _final(resumed.output_dir)
+    for name in ("generator", "ema", "scoring"):
+        assert _max_diff(final[name], reference[name]) < 1e-4, name
+    assert resumed.run_id == first.run_id  # the same MLflow run continues
+
+
+def test_rerunning_a_finished_job_only_reports(uninterrupted, capsys):
+    tmp, outcome = uninterrupted
+    again = run_self_forcing(_job(tmp, "uninterrupted"))
+    assert again.already_finished and again.steps == STEPS and again.run_id == outcome.run_id
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_non_finite_training_stops_with_a_clear_error(ray_session, tmp_path):
+    """A teacher with NaN weights makes every critic update non-finite: the run stops after the limit,
+    naming it and the last good checkpoint, instead of training on garbage."""
+    from selfforcing.config import load_config
+    from selfforcing.models.factory import build_dit, save_generator
+
+    platform = load_config("tiny")
+    broken = build_dit(platform, seed=1)
+    with torch.no_grad():
+        broken.head.head.weight.fill_(float("nan"))
+    save_generator(platform, broken, tmp_path / "nan_teacher")
+    job = _job(tmp_path, "nan", f"models.teacher={tmp_path / 'nan_teacher'}", "fault.max_consecutive_nonfinite=3")
+    with pytest.raises(TrainingStopped) as err:
+        run_self_forcing(job)
+    message = str(err.value)
+    assert "3 steps in a row had a non-finite loss or gradient" in message
+    assert "fault.max_consecutive_nonfinite=3" in message and "last good checkpoint" in message
