@@ -32,20 +32,30 @@ def ode_regression_loss(
     text: torch.Tensor,
     schedule: FlowMatchSchedule,
     frames_per_chunk: int,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
     shared_across_chunks: bool = False,
     window_frames: int | None = None,
     sink_frames: int = 0,
+    state_indices: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE(x0_student(states[k], t_k), target) under the block-causal mask.
 
     states [B, K, F, C, h, w] are the ODE states at timesteps [K]; target [B, F, C, h, w] the endpoint.
+    ``state_indices`` [B, F / frames_per_chunk] gives each (sample, chunk)'s state (distributed training
+    draws them per sample); by default they are drawn from ``generator``.
     """
     b, num_states, frames = states.shape[:3]
     k = frames_per_chunk
     if frames % k:
         raise ValueError(f"{frames} frames is not a multiple of frames_per_chunk={k}")
-    idx = draw_state_indices(b, frames // k, num_states, generator, shared_across_chunks)
+    if state_indices is None:
+        if generator is None:
+            raise ValueError("ode_regression_loss needs a generator or state_indices")
+        idx = draw_state_indices(b, frames // k, num_states, generator, shared_across_chunks)
+    elif tuple(state_indices.shape) != (b, frames // k):
+        raise ValueError(f"state_indices of shape {tuple(state_indices.shape)}; expected {(b, frames // k)}")
+    else:
+        idx = state_indices
     idx = idx.repeat_interleave(k, dim=1).to(states.device)  # [B, F]
     x_t = torch.gather(states, 1, idx[:, None, :, None, None, None].expand(-1, 1, -1, *states.shape[3:]))[:, 0]
     t = timesteps.to(states.device, torch.float32)[idx]

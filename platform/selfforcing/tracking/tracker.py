@@ -20,8 +20,8 @@ class Tracker(Protocol):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """A file or a directory (videos, plots, checkpoints) under ``artifact_path`` of the run."""
 
-    def close(self) -> None:
-        """End the run (idempotent)."""
+    def close(self, status: str = "FINISHED") -> None:
+        """End the run with ``status`` (FINISHED / FAILED; idempotent)."""
 
 
 class NullTracker:
@@ -36,7 +36,7 @@ class NullTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         return None
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         return None
 
 

@@ -1,13 +1,15 @@
-"""The typed config of a distributed Self Forcing job (``jobs/self_forcing.py``).
+"""The typed configs of the training jobs: the sections every training job shares, and Self Forcing's.
 
-Everything a run needs is here and validated before any actor starts: the platform (model, schedule,
-video), the training hyperparameters, how generator workers and scoring actors are placed, where the
-networks' weights come from, the prompt data, checkpoints and tracking. Each field says what it is for.
+Every training job (``jobs/self_forcing.py``, ``jobs/train_teacher.py``, ``jobs/ode_init.py``) runs on the
+same worker loop (``training.loop``), so they share ``TrainingJobBase``: run identity and storage, Ray,
+MLflow, the DeepSpeed worker group, checkpoints, fault tolerance and logging. Each adds its ``training``,
+``models`` and ``data`` sections. Everything is validated before any actor starts; each field says what it
+is for.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -45,6 +47,13 @@ class ScoringSection(StrictModel):
     )
 
 
+def check_model_source(value: str | None) -> str | None:
+    """``random:<integer seed>``, a path or a ``models:/`` URI (resolved when the job starts)."""
+    if value is not None and value.startswith("random:") and not value[len("random:"):].isdigit():
+        raise ValueError(f"{value!r}: a random source is 'random:<integer seed>'")
+    return value
+
+
 class ModelsSection(StrictModel):
     """Where each network's weights come from: ``random:<seed>`` (tests, tiny runs), a generator directory
     or Wan2.1 / Self Forcing checkpoint path, or an MLflow ``models:/<name>@<alias>`` URI."""
@@ -56,9 +65,7 @@ class ModelsSection(StrictModel):
     @field_validator("generator", "teacher", "critic")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("random:") and not value[len("random:"):].isdigit():
-            raise ValueError(f"{value!r}: a random source is 'random:<integer seed>'")
-        return value
+        return check_model_source(value)
 
 
 class DataSection(StrictModel):
@@ -102,24 +109,21 @@ class LoggingSection(StrictModel):
     sample_frames: int | None = Field(None, gt=0, description="latent frames of the sample (None = video.num_frames)")
 
 
-class SelfForcingJobConfig(PlatformSection):
-    """One distributed Self Forcing (or CausVid) run."""
+class TrainingJobBase(PlatformSection):
+    """What every training job shares. Subclasses add ``training`` (with ``batch_size``, ``max_steps`` and
+    ``seed``), ``models`` and ``data``, and name their step program in ``kind``."""
+
+    kind: ClassVar[str]
 
     run: RunConfig = Field(description="run name and storage (same name + storage = resume)")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="objective and hyperparameters")
-    scaling: ScalingSection = Field(default_factory=ScalingSection, description="generator workers")
-    scoring: ScoringSection = Field(default_factory=ScoringSection, description="critic / discriminator actors")
-    models: ModelsSection = Field(default_factory=ModelsSection, description="weights of each network")
-    data: DataSection = Field(default_factory=DataSection, description="prompts and real latents")
+    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train workers")
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection, description="checkpoints")
     fault: FaultSection = Field(default_factory=FaultSection, description="fault tolerance")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="progress and artifacts")
-    overlap: bool = Field(
-        True, description="run the critic's update on step k while the generator back-propagates and rolls "
-        "out step k+1 (same numbers as sequential)"
-    )
+
+    training: Any  # each job's typed training section
 
     @property
     def micro_batch_size(self) -> int:
@@ -127,7 +131,7 @@ class SelfForcingJobConfig(PlatformSection):
         return self.training.batch_size // (s.num_workers * s.gradient_accumulation_steps)
 
     @model_validator(mode="after")
-    def _consistent(self) -> SelfForcingJobConfig:
+    def _batch_fits_workers(self) -> TrainingJobBase:
         s, b = self.scaling, self.training.batch_size
         per = s.num_workers * s.gradient_accumulation_steps
         if b % per:
@@ -135,6 +139,34 @@ class SelfForcingJobConfig(PlatformSection):
                 f"training.batch_size={b} must be a multiple of scaling.num_workers x "
                 f"scaling.gradient_accumulation_steps = {s.num_workers} x {s.gradient_accumulation_steps} = {per}"
             )
+        return self
+
+    def with_max_steps(self, max_steps: int | None) -> TrainingJobBase:
+        """The same job with ``training.max_steps`` replaced (validated again)."""
+        if max_steps is None:
+            return self
+        data = self.model_dump()
+        data["training"]["max_steps"] = int(max_steps)
+        return type(self).model_validate(data)
+
+
+class SelfForcingJobConfig(TrainingJobBase):
+    """One distributed Self Forcing (or CausVid) run."""
+
+    kind: ClassVar[str] = "self_forcing"
+
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="objective and hyperparameters")
+    scoring: ScoringSection = Field(default_factory=ScoringSection, description="critic / discriminator actors")
+    models: ModelsSection = Field(default_factory=ModelsSection, description="weights of each network")
+    data: DataSection = Field(default_factory=DataSection, description="prompts and real latents")
+    overlap: bool = Field(
+        True, description="run the critic's update on step k while the generator back-propagates and rolls "
+        "out step k+1 (same numbers as sequential)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SelfForcingJobConfig:
+        s = self.scaling
         if s.num_workers % self.scoring.num_actors:
             raise ValueError(
                 f"scaling.num_workers={s.num_workers} must be a multiple of scoring.num_actors="

@@ -49,6 +49,8 @@ class RoleOptimizer(Protocol):
 
     def full_parameters(self) -> contextlib.AbstractContextManager: ...
 
+    def set_lr(self, lr: float) -> None: ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -84,6 +86,11 @@ class GuardedOptimizer:
     def full_parameters(self) -> Iterator[None]:
         """Parameters are whole in one process: nothing to gather."""
         yield
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (schedules set it from the step number)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(lr)
 
     def step(self, loss: torch.Tensor | float | None = None) -> StepOutcome:
         """Clip and step on the gradients accumulated since ``zero_grad``, unless something is non-finite."""

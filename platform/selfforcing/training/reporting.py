@@ -12,7 +12,10 @@ import torch
 from ..config import PlatformConfig
 from ..models.wan_dit import WanDiT
 
-PROGRESS_KEYS = ("dmd_loss", "sid_loss", "gan_g_loss", "critic_loss", "gan_d_loss", "generator_grad_norm")
+PROGRESS_KEYS = (
+    "dmd_loss", "sid_loss", "gan_g_loss", "critic_loss", "gan_d_loss", "fm_loss", "tf_loss", "df_loss", "ode_loss",
+    "generator_grad_norm", "lr",
+)
 
 
 def _clock(seconds: float) -> str:
@@ -58,6 +61,38 @@ def write_sample_video(
     pipe = VideoPipeline(platform, model.eval(), None, vae, device)
     video = pipe.generate([""], num_frames=num_frames, seed=seed, text_embeddings=text)
     return write_mp4(video.frames[0], path, platform.video.fps)
+
+
+@torch.no_grad()
+def write_teacher_video(
+    model: WanDiT, platform: PlatformConfig, text: torch.Tensor, negative: torch.Tensor | None, path: str | Path,
+    seed: int = 0,
+) -> Path:
+    """One video of a bidirectional (teacher) model from prompt embeddings ``text`` [1, L, D]: the Euler
+    sampler over the whole clip with the preset's teacher steps, shift and guidance, then the VAE."""
+    from ..config import video_geometry
+    from ..diffusion.samplers import euler_sample
+    from ..diffusion.schedule import FlowMatchSchedule
+    from ..inference import write_mp4
+    from ..models.vae import build_vae
+
+    p = next(model.parameters())
+    geo, gen, sched = video_geometry(platform), platform.generation, platform.schedule
+    shape = (1, geo.latent_frames, platform.model.in_dim, geo.latent_height, geo.latent_width)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(p.device, p.dtype)
+    text = text.to(p.device, p.dtype)
+    uncond = None
+    if negative is not None and gen.guidance_scale != 1.0:
+        neg = negative.to(p.device, p.dtype)
+        uncond = lambda x, t: model(x, t, neg)  # noqa: E731
+    result = euler_sample(
+        lambda x, t: model(x, t, text), noise, gen.teacher_steps,
+        FlowMatchSchedule(sched.num_train_timesteps, sched.shift), shift=gen.teacher_shift,
+        uncond_denoise=uncond, guidance_scale=gen.guidance_scale if uncond is not None else 1.0,
+    )
+    vae = build_vae(platform.vae, device=p.device)
+    frames = vae.decode_to_uint8(result.sample.float())
+    return write_mp4(frames[0].cpu().numpy(), path, platform.video.fps)
 
 
 def write_loss_plot(history: Sequence[Mapping[str, float]], path: str | Path) -> Path | None:

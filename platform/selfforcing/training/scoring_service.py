@@ -18,6 +18,9 @@ import torch
 from ..objectives import Conditioning, SampleMeta, ScoreResult
 from .local import ScoringRole
 
+SCORING_PREFIX = "scoring"  # checkpoint files of the trained scoring network: scoring.safetensors, scoring_optim.pt
+SCORING_COUNTERS = "scoring_counters.json"  # its optimiser's counters and the last updated step
+
 
 @dataclass
 class ScorePayload:

@@ -9,7 +9,16 @@ from .config import DEFAULT_COLOURS, DIRECTION_STEPS, ToyWorldConfig
 from .dataset import read_toyworld_videos, write_toyworld_dataset
 from .latents import PixelUnshuffleLatents, to_uint8
 from .render import render, render_every_start, render_frames, trajectories
-from .scenes import Scene, Scenes, caption, caption_combinations, parse_caption, sample_scenes
+from .scenes import (
+    Scene,
+    Scenes,
+    caption,
+    caption_combinations,
+    parse_caption,
+    sample_scenes,
+    scenes_from_seeds,
+    seed_uniforms,
+)
 from .shapes import SHAPES, shape_mask
 
 
@@ -34,6 +43,8 @@ __all__ = [
     "render_every_start",
     "render_frames",
     "sample_scenes",
+    "scenes_from_seeds",
+    "seed_uniforms",
     "shape_mask",
     "to_uint8",
     "trajectories",

@@ -128,6 +128,41 @@ def sample_scenes(n: int, rng: np.random.Generator | int, config: ToyWorldConfig
     )
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def seed_uniforms(seeds: Sequence[int], field: int) -> np.ndarray:
+    """float64 [N] in [0, 1): draw ``field`` of each seed, a hash of (seed, field) alone, vectorised.
+
+    Per-seed draws that do not depend on which other seeds share the batch (training data that is a
+    pure function of each sample's seed), without a random generator object per sample.
+    """
+    x = _splitmix64(np.asarray([int(s) & 0xFFFFFFFFFFFFFFFF for s in seeds], dtype=np.uint64))
+    x = _splitmix64(x ^ np.uint64(field))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def scenes_from_seeds(seeds: Sequence[int], config: ToyWorldConfig | None = None) -> Scenes:
+    """One scene per seed, uniform over every class and start cell; scene i depends on ``seeds[i]`` only."""
+    config = config or ToyWorldConfig()
+    rows, cols = config.grid
+
+    def pick(field: int, n: int) -> np.ndarray:
+        return np.minimum((seed_uniforms(seeds, field) * n).astype(np.int64), n - 1)
+
+    return Scenes(
+        config=config, colour=pick(0, len(config.colours)), shape=pick(1, len(config.shapes)),
+        direction=pick(2, len(config.directions)), speed=pick(3, len(config.speeds)),
+        start=np.stack([pick(4, rows), pick(5, cols)], axis=1),
+    )
+
+
 def caption(scene: Scene) -> str:
     """'a red square moving left slowly'."""
     return f"a {scene.colour} {scene.shape} moving {scene.direction} {scene.speed}"

@@ -23,6 +23,7 @@ from selfforcing.data.toyworld import (
     parse_caption,
     render,
     sample_scenes,
+    scenes_from_seeds,
 )
 from selfforcing.models.text_encoder import TextEncoder
 
@@ -108,11 +109,20 @@ class ToyData:
         """``n`` fresh random scenes rendered to latents; a ``caption_dropout`` fraction get the empty
         prompt (the unconditional branch that classifier-free guidance needs)."""
         scenes = sample_scenes(n, rng, self.world)
+        return self.scenes_batch(scenes, num_frames, rng.random(n) < caption_dropout)
+
+    def seeded_batch(self, seeds: Sequence[int], num_frames: int | None = None) -> Batch:
+        """One scene per seed (``scenes_from_seeds``: scene i depends on ``seeds[i]`` alone), rendered in
+        one vectorised call: training batches that are pure functions of each sample's seed."""
+        return self.scenes_batch(scenes_from_seeds(seeds, self.world), num_frames)
+
+    def scenes_batch(self, scenes: Scenes, num_frames: int | None = None, drop: np.ndarray | None = None) -> Batch:
+        """Latents and caption embeddings of ``scenes``; rows where ``drop`` get the negative prompt."""
+        n = len(scenes)
         videos = render(scenes, num_frames or self.world.num_frames)
         ids = np.ravel_multi_index((scenes.colour, scenes.shape, scenes.direction, scenes.speed), self._dims)
-        drop = rng.random(n) < caption_dropout
-        rows = np.where(drop, len(self._captions), ids)  # the last table row is the negative prompt
-        text = self._table[torch.from_numpy(rows).to(self.device)]
+        rows = ids if drop is None else np.where(drop, len(self._captions), ids)  # last row: negative prompt
+        text = self._table[torch.from_numpy(np.asarray(rows, dtype=np.int64).reshape(n)).to(self.device)]
         latents = self.codec.encode(torch.from_numpy(videos).to(self.device))
         return Batch(latents, text, scenes, [self._captions[i] for i in ids])
 

@@ -79,6 +79,11 @@ class DeepSpeedOptimizer:
         with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
             yield
 
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next steps (ZeRO's ``param_groups`` are its AdamW's)."""
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = float(lr)
+
     def memory_footprint(self) -> dict[str, float]:
         """Bytes this rank holds for the model: parameters (its ZeRO-3 partition, or whole), the fp32
         master copy and the optimiser state (its ZeRO 1/2/3 partition). Counted, not sampled."""

@@ -10,20 +10,11 @@ functions in the same order (only one rank needs to keep the result).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-OPTIMIZER_KEYS = ("exp_avg", "exp_avg_sq")  # torch AdamW's per-parameter moments
+from ..engine_state import OPTIMIZER_KEYS, EngineState, load_weights, read_state, save_state
 
-
-@dataclass
-class EngineState:
-    """fp32 master weights and AdamW moments by parameter name, plus AdamW's step count."""
-
-    params: dict[str, torch.Tensor]
-    moments: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # key -> name -> tensor
-    optimizer_step: int = 0
+__all__ = ["EngineState", "consolidate", "load_optimizer", "load_weights", "read_state", "save_state"]
 
 
 def _flat_partitions(zero) -> list[torch.Tensor]:
@@ -50,17 +41,6 @@ def consolidate(engine) -> EngineState:
     return EngineState(params, {k: v for k, v in moments.items() if v}, max(steps, default=0))
 
 
-def load_weights(module: torch.nn.Module, state: EngineState) -> None:
-    """Put the saved weights into the plain module *before* ``deepspeed.initialize`` (which builds its
-    fp32 master copy and partitions from the module)."""
-    missing = set(dict(module.named_parameters())) - set(state.params)
-    if missing:
-        raise KeyError(f"checkpoint lacks parameters {sorted(missing)[:5]}... of {type(module).__name__}")
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            p.copy_(state.params[name].to(p.dtype))
-
-
 def load_optimizer(engine, state: EngineState) -> None:
     """Give the engine's AdamW the saved moments and step count (collective under ZeRO 2/3)."""
     from deepspeed.utils import safe_set_full_optimizer_state
@@ -79,25 +59,3 @@ def load_optimizer(engine, state: EngineState) -> None:
     for name, p in engine.module.named_parameters():
         for key in OPTIMIZER_KEYS:
             safe_set_full_optimizer_state(p, state.moments[key][name], key)
-
-
-def save_state(state: EngineState, folder, prefix: str) -> None:
-    """``<prefix>.safetensors`` (weights) and ``<prefix>_optim.pt`` (moments, step) in ``folder``."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    save_file({k: v.contiguous() for k, v in state.params.items()}, str(folder / f"{prefix}.safetensors"))
-    torch.save({"moments": state.moments, "optimizer_step": state.optimizer_step}, folder / f"{prefix}_optim.pt")
-
-
-def read_state(folder, prefix: str) -> EngineState:
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    params = load_file(str(folder / f"{prefix}.safetensors"))
-    optim = torch.load(folder / f"{prefix}_optim.pt", weights_only=True)
-    return EngineState(params, optim["moments"], int(optim["optimizer_step"]))

@@ -26,14 +26,12 @@ from ..job_config import SelfForcingJobConfig
 from ..networks import scoring_networks
 from ..optim import build_adamw
 from ..roles import CriticRole, DiscriminatorRole
-from ..scoring_service import ScorePayload, ScoringService
+from ..scoring_service import SCORING_COUNTERS, SCORING_PREFIX, ScorePayload, ScoringService
 from .deepspeed_config import build_deepspeed_config, inference_config, resolve_precision
 from .deepspeed_optim import DeepSpeedOptimizer
 from .engine_state import consolidate, load_optimizer, load_weights, read_state, save_state
 
 NAMESPACE = "selfforcing"
-SCORING_PREFIX = "scoring"  # checkpoint files: scoring.safetensors, scoring_optim.pt
-SCORING_COUNTERS = "scoring_counters.json"
 _KEEP_RESULTS = 8  # update metrics kept per actor (callers collect theirs within a step or two)
 
 
