@@ -1,5 +1,5 @@
-"""The toy-world budgets turned into training setups: long Self Forcing rollouts, the teacher's schedule, and
-step budgets that no machine load can shorten."""
+"""The toy-world budgets turned into training jobs: long Self Forcing rollouts, the teacher's schedule, step
+budgets that no machine load can shorten, and the stages' jobs equal to jobs/configs/toy_*.yaml."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from selfforcing.config import load_config
 from selfforcing.models.factory import build_dit
 from selfforcing.recipes.toyworld.config import SelfForcingBudget, TeacherBudget
 from selfforcing.recipes.toyworld.digest import weights_sha256
-from selfforcing.recipes.toyworld.fit import StageTimeout, WallClockGuard, fit
-from selfforcing.recipes.toyworld.progress import Progress
+from selfforcing.recipes.toyworld.guard import StageTimeout, WallClockGuard
 from selfforcing.recipes.toyworld.students import generator_platform, rollout_frames, training_config
 from selfforcing.recipes.toyworld.teacher import lr_factor, train_teacher
 from selfforcing.recipes.toyworld.world import ToyData
@@ -68,26 +67,13 @@ def test_teacher_lr_warms_up_then_decays_over_exactly_the_step_budget():
     assert lrs[10 + (999 - 10) // 2] == pytest.approx(0.525, abs=2e-3)
 
 
-def _tiny_fit(steps: int, guard: WallClockGuard | None) -> tuple[float, torch.nn.Module, list[int]]:
-    torch.manual_seed(0)
-    model = torch.nn.Linear(3, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    seen: list[int] = []
-
-    def loss(step: int) -> torch.Tensor:
-        seen.append(step)
-        return model(torch.ones(1, 3)).square().sum()
-
-    return fit(model, opt, steps, Progress("tiny", steps, quiet=True), loss, guard), model, seen
-
-
-def test_fit_trains_every_step_of_its_budget_and_only_aborts_on_the_wall_clock():
-    _, _, seen = _tiny_fit(7, WallClockGuard("tiny", None))
-    assert seen == list(range(7))
-    # A limit that has passed after the first step aborts with an error naming the stage and the steps
-    # done: it never returns a model trained for fewer steps.
+def test_guard_aborts_a_stage_on_the_wall_clock_only():
+    WallClockGuard("tiny", None)(7, 7)  # no limit: never aborts
+    WallClockGuard("tiny", 60.0)(1, 7)
+    # A limit that has passed aborts with an error naming the stage and the steps done: the loop calls the
+    # guard after every step, so a stage never returns a model trained for fewer steps.
     with pytest.raises(StageTimeout, match=r"stage 'tiny' ran past its wall-time limit .* after 1 of 7 steps"):
-        _tiny_fit(7, WallClockGuard("tiny", 1e-9))
+        WallClockGuard("tiny", 1e-9)(1, 7)
 
 
 def test_guard_aborts_early_when_the_first_steps_show_the_budget_cannot_finish():
@@ -105,12 +91,12 @@ def test_budgets_no_longer_accept_a_wall_time_cap():
         SelfForcingBudget(max_minutes=5.0)
 
 
-def test_same_teacher_budget_gives_the_same_weights(toy):
+def test_same_teacher_budget_gives_the_same_weights(toy, tmp_path):
     """The step budget, seeds and CPU generators make a teacher a function of its budget alone."""
     budget = TeacherBudget(steps=2, batch_size=2, warmup_steps=1)
     states = []
-    for _ in range(2):
-        model, stats = train_teacher(toy, budget, ToyData(toy), quiet=True)
+    for i in range(2):
+        model, stats = train_teacher(toy, budget, tmp_path / f"run{i}", quiet=True)
         assert stats["steps"] == 2
         states.append({k: v.clone() for k, v in model.state_dict().items()})
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -127,3 +113,27 @@ def test_weights_digest_names_the_bytes(tmp_path, toy):
     assert weights_sha256(save_generator(toy, model, tmp_path / "c")) != a
     with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
         weights_sha256(tmp_path)
+
+
+def test_recipe_stages_run_the_toy_job_configs(toy, tmp_path):
+    """The recipe's stages are jobs/configs/toy_{teacher,ode_init,dmd}.yaml at their default budgets: the same
+    training sections, so `ray job submit` of those configs trains what `selfforcing toyworld run` trains."""
+    from pathlib import Path
+
+    from selfforcing.config.job import load_job_config
+    from selfforcing.recipes.toyworld import RecipeConfig
+    from selfforcing.recipes.toyworld.jobs import ode_init_job, teacher_job
+    from selfforcing.training.job_config import SelfForcingJobConfig
+    from selfforcing.training.supervised_config import ODEInitJobConfig, TeacherJobConfig
+
+    configs = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+    recipe = RecipeConfig()
+    teacher = load_job_config(TeacherJobConfig, configs / "toy_teacher.yaml")
+    mine = teacher_job(toy, recipe.teacher, tmp_path)
+    assert mine.training == teacher.training and mine.data == teacher.data and mine.models == teacher.models
+    ode = load_job_config(ODEInitJobConfig, configs / "toy_ode_init.yaml")
+    mine = ode_init_job(toy, recipe.ode_init, tmp_path, tmp_path / "teacher", tmp_path / "pairs")
+    assert mine.training == ode.training and mine.data.seed == ode.data.seed
+    dmd = load_job_config(SelfForcingJobConfig, configs / "toy_dmd.yaml")
+    assert training_config(toy, recipe.self_forcing) == dmd.training
+    assert generator_platform(toy, recipe.self_forcing).generation == dmd.platform.generation

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,17 @@ class ToyWorldRun:
             return False
 
     def _train_stage(self, name: str, key: str, path: Path, train) -> tuple[WanDiT, str]:
-        """Run (or reuse) a stage whose ``train()`` returns (model, stats); returns (model, its digest)."""
+        """Run (or reuse) a stage whose ``train(run_dir)`` returns (model, stats); returns (model, its digest).
+
+        The training job's run folder is ``path/run-<key>``: an interrupted stage continues from its last
+        checkpoint, and a stage of another key never picks up this one's run."""
 
         def build(p: Path) -> dict[str, Any]:
-            model, stats = train()
+            run_dir = p / f"run-{key}"
+            for old in p.glob("run-*"):
+                if old != run_dir:
+                    shutil.rmtree(old, ignore_errors=True)
+            model, stats = train(run_dir)
             return {**stats, "weights_sha256": self._save(model, p)}
 
         record = self.runner.run(name, key, path, build, check=self._unchanged)
@@ -133,7 +141,7 @@ class ToyWorldRun:
         key = config_key("teacher", f"code-v{teacher_stage.CODE_VERSION}", self.identity, self.recipe.teacher)
         model, self.teacher_digest = self._train_stage(
             "teacher", key, self.cache_dir / f"teacher-{key}",
-            lambda: train_teacher(self.config, self.recipe.teacher, self.data, self.quiet),
+            lambda run_dir: train_teacher(self.config, self.recipe.teacher, run_dir, self.quiet),
         )
         return model
 
@@ -167,7 +175,7 @@ class ToyWorldRun:
                          self.config.generation, self.teacher_digest, self.recipe.ode_init)
         return self._train_stage(
             "ode_init", key, self.out / "ode_init",
-            lambda: train_ode_init(teacher, self.config, self.recipe.ode_init, self.data, self.quiet),
+            lambda run_dir: train_ode_init(teacher, self.config, self.recipe.ode_init, self.data, run_dir, self.quiet),
         )
 
     def self_forcing(self, student: WanDiT, teacher: WanDiT, student_digest: str, name: str = "self_forcing",
@@ -178,8 +186,7 @@ class ToyWorldRun:
                          self.teacher_digest, student_digest, budget)
         return self._train_stage(
             name, key, self.out / name,
-            lambda: train_self_forcing(self._clone(student), teacher, self.config, budget, self.data,
-                                       self.quiet, name=name),
+            lambda run_dir: train_self_forcing(student, teacher, self.config, budget, run_dir, self.quiet, name=name),
         )
 
     def baseline(self, teacher: WanDiT, kind: BaselineKind) -> tuple[WanDiT, str]:
@@ -188,13 +195,8 @@ class ToyWorldRun:
         key = config_key(kind, f"code-v{baselines.CODE_VERSION}", self.identity, self.teacher_digest, budget)
         return self._train_stage(
             kind, key, self.out / "ablation" / kind,
-            lambda: train_baseline(teacher, self.config, kind, budget, self.data, self.quiet),
+            lambda run_dir: train_baseline(teacher, self.config, kind, budget, run_dir, self.quiet),
         )
-
-    def _clone(self, model: WanDiT) -> WanDiT:
-        clone = build_dit(self.config, "cpu")
-        clone.load_state_dict(model.state_dict())
-        return clone
 
     def evaluate_student(self, name: str, model: WanDiT, digest: str, teacher_videos: np.ndarray) -> dict:
         """Metrics of a student (weights' digest ``digest``) against the teacher's samples; cached."""

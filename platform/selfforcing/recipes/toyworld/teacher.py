@@ -1,37 +1,34 @@
 """The teacher: a bidirectional DiT trained by flow matching on fresh toy-world videos, and its sampler.
 
-Every step renders new random scenes (the world is infinite, so there is no overfitting to a dataset);
-``caption_dropout`` of the prompts are replaced by the empty prompt so that classifier-free guidance has an
-unconditional branch. Timesteps are drawn uniformly and pushed through the schedule's shift, the same
-density the shifted Euler sampler visits. The saved weights are an EMA, as for Wan.
+Training is the platform's teacher job (``jobs.teacher_job``: ``training.programs.denoising`` on the shared
+training loop, in this process). Every step renders new random scenes, each a pure function of (seed, step,
+sample index) (the world is infinite, so there is no overfitting to a dataset); ``caption_dropout`` of the
+prompts are replaced by the empty prompt so that classifier-free guidance has an unconditional branch.
+Timesteps are drawn uniformly and pushed through the schedule's shift, the same density the shifted Euler
+sampler visits. The saved weights are an EMA, as for Wan.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from selfforcing.config import PlatformConfig
 from selfforcing.diffusion.samplers import euler_sample
 from selfforcing.diffusion.schedule import FlowMatchSchedule
 from selfforcing.forcing.rollout import NoiseSource
-from selfforcing.models.factory import build_dit
 from selfforcing.models.wan_dit import WanDiT
-from selfforcing.objectives.denoising import flow_matching_loss
-from selfforcing.training.config import EMAConfig
-from selfforcing.training.ema import EMA
 
 from .config import TeacherBudget
-from .fit import WallClockGuard, fit
-from .progress import Progress
+from .jobs import run_stage, teacher_job, teacher_schedule
 from .world import ToyData
 
 # Part of the teacher stage's cache key: bump when a change here changes what the same budget learns.
 # v2: exactly ``steps`` steps, the cosine over the step budget only (v1 could stop at a wall-time cap).
-CODE_VERSION = 2
+# v3: the platform's teacher job (per-sample draws of (seed, step, index), the shared loop's guarded AdamW).
+CODE_VERSION = 3
 
 
 def schedule_of(config: PlatformConfig) -> FlowMatchSchedule:
@@ -39,50 +36,21 @@ def schedule_of(config: PlatformConfig) -> FlowMatchSchedule:
 
 
 def lr_factor(step: int, budget: TeacherBudget) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` at the last step of the step budget."""
-    if step < budget.warmup_steps:
-        return (step + 1) / budget.warmup_steps
-    span = max(1, budget.steps - 1 - budget.warmup_steps)
-    progress = min(1.0, (step - budget.warmup_steps) / span)
-    cos = 0.5 * (1 + math.cos(math.pi * progress))
-    return budget.min_lr_fraction + (1 - budget.min_lr_fraction) * cos
+    """Linear warm-up, then cosine decay to ``min_lr_fraction`` at the last step of the step budget (the
+    job's ``training.lr_schedule``)."""
+    return teacher_schedule(budget).factor(step, budget.steps)
 
 
 def train_teacher(
-    config: PlatformConfig, budget: TeacherBudget, data: ToyData, quiet: bool = False
+    config: PlatformConfig, budget: TeacherBudget, run_dir: str | Path, quiet: bool = False
 ) -> tuple[WanDiT, dict[str, float]]:
-    """Train a bidirectional teacher for exactly ``budget.steps`` steps; returns the EMA model (eval mode)
-    and training stats. Scenes and noise come from CPU generators seeded by the budget, so a run on a
-    GPU sees the same batches as one on a CPU."""
-    model = build_dit(config, data.device, seed=budget.seed).train()
-    schedule = schedule_of(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay)
-    ema = EMA(EMAConfig(decay=budget.ema_decay, start_step=0))
-    rng = np.random.default_rng(budget.seed)
-    gen = torch.Generator().manual_seed(budget.seed)
-    progress = Progress("teacher", budget.steps, quiet=quiet)
-
-    def set_lr(step: int) -> None:
-        for group in opt.param_groups:
-            group["lr"] = budget.lr * lr_factor(step, budget)
-
-    def step_loss(step: int) -> torch.Tensor:
-        batch = data.batch(budget.batch_size, rng, budget.caption_dropout)
-        b, f = batch.latents.shape[:2]
-        u = torch.rand(b, 1, generator=gen, dtype=torch.float64)
-        t = schedule.timestep(schedule.shift_sigma(u)).float().expand(b, f).to(data.device)
-        noise = torch.randn(batch.latents.shape, generator=gen).to(data.device)
-        return flow_matching_loss(model, batch.latents, batch.text, t, noise, schedule)
-
-    final = fit(
-        model, opt, budget.steps, progress, step_loss,
-        # The projection waits for a tenth of the budget so that a GPU's warm-up steps do not dominate it.
-        WallClockGuard("teacher", budget.abort_after_minutes, project_after=max(100, budget.steps // 10)),
-        before_step=set_lr, after_step=lambda step: ema.update(model, step), window=50,
-    )
-    ema.copy_to(model)
-    stats = {"steps": budget.steps, "final_loss": final, "seconds": progress.elapsed}
-    return model.eval(), stats
+    """Train a bidirectional teacher for exactly ``budget.steps`` steps with run folder ``run_dir`` (rerun:
+    continues from its last checkpoint); returns the EMA model (eval mode) and training stats. Scenes and
+    noise come from CPU generators, so a run on a GPU sees the same batches as one on a CPU."""
+    job = teacher_job(config, budget, Path(run_dir))
+    # The projection waits for a tenth of the budget so that a GPU's warm-up steps do not dominate it.
+    return run_stage(job, config, "teacher", quiet, budget.abort_after_minutes, window=50,
+                     project_after=max(100, budget.steps // 10))
 
 
 @torch.no_grad()

@@ -2,8 +2,9 @@
 
     python -m selfforcing.recipes.toyworld.teacher_gpu --device cuda --out DIR
 
-The recipe's own code trains it (``train_teacher`` with ``RecipeConfig().teacher``: the step budget,
-seeds and CPU-drawn scenes and noise of ``selfforcing toyworld run --retrain-teacher``) and measures it
+The recipe's own code trains it (``train_teacher`` with ``RecipeConfig().teacher``: the platform's teacher
+job on the shared training loop, in this process, with the step budget, seeds and CPU-drawn scenes and
+noise of ``selfforcing toyworld run --retrain-teacher``; its checkpoints go to ``DIR/train``) and measures it
 (``evaluate_teacher``: Euler + CFG samples of the 96-video evaluation set, step confusion, denoising,
 stillness and caption-sensitivity diagnostics). The result differs from a CPU run only by float rounding.
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":  # CUDA context and kernels warm before the clock of the first step starts
         torch.ones(8, device=device).sum().item()
     t = time.perf_counter()
-    model, stats = train_teacher(config, budget, data, quiet=args.quiet)
+    model, stats = train_teacher(config, budget, out / "train", quiet=args.quiet)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - t

@@ -1,20 +1,14 @@
-"""The supervised loop every toy-world stage shares: exactly ``steps`` optimiser steps, clipped at norm 1.
+"""The toy world's one use of wall time: a guard that can abort a stage, never shorten it.
 
-Budgets are step counts, never wall time: the same command trains the same steps (and gives the same
-numbers) on a quiet or a busy machine; a slower machine only takes longer. ``WallClockGuard`` is the one
-place where time may matter, and it can only abort a stage with an error, never shorten it.
+Budgets are step counts, never wall time: every stage runs the platform's training loop
+(``training.single_process``) for exactly its steps, and the same command trains the same steps (and gives
+the same numbers) on a quiet or a busy machine; a slower machine only takes longer. ``WallClockGuard`` is
+called by the loop after every step and can only abort a stage with ``StageTimeout``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-
-import numpy as np
-import torch
-from torch import nn
-
-from .progress import Progress
 
 
 class StageTimeout(RuntimeError):
@@ -35,6 +29,9 @@ class WallClockGuard:
         self.stage, self.minutes, self.project_after = stage, minutes, project_after
         self.start = time.perf_counter()
 
+    def __call__(self, steps_done: int, steps: int) -> None:
+        self.check(steps_done, steps)
+
     def check(self, steps_done: int, steps: int) -> None:
         if self.minutes is None:
             return
@@ -54,38 +51,3 @@ class WallClockGuard:
             f"stage {self.stage!r} {why}, and was aborted (nothing saved). Budgets are step counts, so a "
             "slower machine must take longer, not train less: raise the limit or set it to null"
         )
-
-
-def fit(
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    steps: int,
-    progress: Progress,
-    step_loss: Callable[[int], torch.Tensor],
-    guard: WallClockGuard | None = None,
-    before_step: Callable[[int], None] | None = None,
-    after_step: Callable[[int], None] | None = None,
-    window: int = 20,
-) -> float:
-    """Minimise ``step_loss(step)`` for exactly ``steps`` steps; returns the mean loss of the last ``window``.
-
-    ``guard`` (optional) aborts with ``StageTimeout`` instead of stopping early.
-    """
-    if steps <= 0:
-        raise ValueError(f"steps={steps} must be > 0")
-    losses: list[float] = []
-    for step in range(steps):
-        if before_step is not None:
-            before_step(step)
-        loss = step_loss(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if after_step is not None:
-            after_step(step)
-        losses.append(float(loss.detach()))
-        progress.update(step, loss=float(np.mean(losses[-window:])), lr=opt.param_groups[0]["lr"])
-        if guard is not None:
-            guard.check(step + 1, steps)
-    return float(np.mean(losses[-window:]))
