@@ -141,6 +141,11 @@ class TrainingJobBase(PlatformSection):
             )
         return self
 
+    def with_tracking_uri(self, tracking_uri: str) -> TrainingJobBase:
+        """The same job with the MLflow store made explicit (workers resolve ``models:/`` URIs in it, and
+        do not see the driver's environment)."""
+        return self.model_copy(update={"tracking": self.tracking.model_copy(update={"tracking_uri": tracking_uri})})
+
     def with_max_steps(self, max_steps: int | None) -> TrainingJobBase:
         """The same job with ``training.max_steps`` replaced (validated again)."""
         if max_steps is None:

@@ -18,14 +18,17 @@ from ..objectives import Discriminator
 from .job_config import ModelsSection
 
 
-def load_network(source: str, platform: PlatformConfig, device: torch.device | str = "cpu") -> WanDiT:
+def load_network(
+    source: str, platform: PlatformConfig, device: torch.device | str = "cpu", tracking_uri: str | None = None,
+) -> WanDiT:
     """One DiT from ``source`` in the platform's runtime dtype on ``device`` (architecture checked
-    against the platform's model section: a checkpoint of another size fails with both named)."""
+    against the platform's model section: a checkpoint of another size fails with both named).
+    ``models:/`` URIs are resolved in the MLflow store ``tracking_uri`` (None: ``$MLFLOW_TRACKING_URI``)."""
     if source.startswith("random:"):
         return build_dit(platform, device=device, seed=int(source[len("random:"):]))
     from ..tracking import is_model_uri, resolve_model_source
 
-    path = resolve_model_source(source) if is_model_uri(source) else source
+    path = resolve_model_source(source, tracking_uri) if is_model_uri(source) else source
     config = checkpoint_model_config(path, platform)
     if config.model != platform.model:
         raise ValueError(
@@ -37,13 +40,14 @@ def load_network(source: str, platform: PlatformConfig, device: torch.device | s
 
 def scoring_networks(
     models: ModelsSection, platform: PlatformConfig, objective: str, num_registers: int = 1,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", tracking_uri: str | None = None,
 ) -> tuple[WanDiT | None, torch.nn.Module]:
     """(real score, trained network) of the scoring role: the frozen teacher and the fake score
     (DMD / SiD; initialised as a copy of the teacher, as in the release), or (None, discriminator)
     for GAN (the critic backbone plus a classification head)."""
-    teacher = load_network(models.teacher, platform, device)
-    trained = copy.deepcopy(teacher) if models.critic is None else load_network(models.critic, platform, device)
+    teacher = load_network(models.teacher, platform, device, tracking_uri)
+    trained = (copy.deepcopy(teacher) if models.critic is None
+               else load_network(models.critic, platform, device, tracking_uri))
     if objective == "gan":
         with torch.random.fork_rng(devices=[]):  # the head's init: the same in every process
             torch.manual_seed(0)

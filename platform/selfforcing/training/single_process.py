@@ -66,6 +66,7 @@ def run_single_process(
         from ..tracking import tracking_uri_or_default
 
         tracking_uri = tracking_uri_or_default(job.tracking.tracking_uri)
+        job = job.with_tracking_uri(tracking_uri)
         tracker = open_run(job, output_dir, tracking_uri)
     try:
         loop = TrainingLoop(

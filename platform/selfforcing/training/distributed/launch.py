@@ -83,6 +83,7 @@ def run_training(job: TrainingJobBase, max_steps: int | None = None) -> Training
     try:
         check_cluster(job, ray.cluster_resources())
         tracking_uri = tracking_uri_or_default(job.tracking.tracking_uri)
+        job = job.with_tracking_uri(tracking_uri)
         prepare_output(job, output_dir)
         tracker = open_run(job, output_dir, tracking_uri)
 

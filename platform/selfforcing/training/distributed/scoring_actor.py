@@ -85,7 +85,8 @@ class ScoringHost:
         )
         training = job.training
         real, trained = scoring_networks(
-            job.models, job.platform, training.objective, training.gan.num_registers, device
+            job.models, job.platform, training.objective, training.gan.num_registers, device,
+            job.tracking.tracking_uri,
         )
         saved = read_state(spec.checkpoint, SCORING_PREFIX) if spec.checkpoint else None
         if saved is not None:

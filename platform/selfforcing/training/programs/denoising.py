@@ -96,7 +96,7 @@ class DenoisingProgram:
         self.schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
 
     def build_network(self, device: torch.device) -> nn.Module:
-        return load_network(self.job.models.init, self.job.platform, device)
+        return load_network(self.job.models.init, self.job.platform, device, self.job.tracking.tracking_uri)
 
     def start(self, ctx: LoopContext, net: TrainedNetwork, ema: EMA, state: TrainState) -> None:
         t = self.job.training

@@ -73,7 +73,7 @@ class LocalScoring:
     def start(self, ctx: LoopContext, start_step: int) -> ScoringClient:
         job, training = self.job, self.job.training
         real, trained = scoring_networks(job.models, job.platform, training.objective, training.gan.num_registers,
-                                         ctx.device)
+                                         ctx.device, job.tracking.tracking_uri)
         saved = read_state(ctx.resumed.path, SCORING_PREFIX) if ctx.resumed else None
         if saved is not None:
             load_weights(trained, saved)
@@ -118,7 +118,7 @@ class SelfForcingProgram:
         self.optim, self.ema = job.training.generator_optim, job.training.ema
 
     def build_network(self, device: torch.device) -> nn.Module:
-        return load_network(self.job.models.generator, self.job.platform, device)
+        return load_network(self.job.models.generator, self.job.platform, device, self.job.tracking.tracking_uri)
 
     def start(self, ctx: LoopContext, net: TrainedNetwork, ema: EMA, state: TrainState) -> None:
         job = self.job
