@@ -16,7 +16,12 @@ from selfforcing.config.job import load_job_config
 from selfforcing.data.pipelines.ode_pairs import generator_timesteps
 from selfforcing.data.trajectories import write_ode_trajectories
 from selfforcing.diffusion import FlowMatchSchedule
-from selfforcing.forcing import diffusion_forcing_loss, generate_ode_pairs, sample_generators, teacher_forcing_loss
+from selfforcing.forcing import (
+    diffusion_forcing_loss,
+    generate_ode_pairs,
+    sample_generators,
+    teacher_forcing_loss,
+)
 from selfforcing.models.factory import build_dit
 from selfforcing.objectives.denoising import flow_matching_loss
 from selfforcing.training import CriticRole, GeneratorRole, LocalTrainer
