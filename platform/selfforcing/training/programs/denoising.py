@@ -35,8 +35,7 @@ from ..reporting import write_sample_video, write_teacher_video
 from ..supervised_config import TeacherJobConfig
 from .supervised import SupervisedSteps
 
-DROPOUT_STREAM = 21  # sample_seed streams of the per-sample draws
-NOISE_STREAM = 22
+NOISE_STREAM = 22  # sample_seed stream of the per-sample draws (caption dropout, t, noise)
 METRIC = {"flow_matching": "fm_loss", "teacher_forcing": "tf_loss", "diffusion_forcing": "df_loss"}
 
 
@@ -117,11 +116,10 @@ class DenoisingProgram:
         p = next(self.net.model.parameters())
         x0 = batch.real_latents.to(p.device, p.dtype)
         text = batch.text.to(p.device, p.dtype)
+        gens = sample_generators(t.seed, step, sample_ids, NOISE_STREAM)  # dropout first, then the draws
         if t.caption_dropout > 0:
-            drop = torch.stack([torch.rand((), generator=g) < t.caption_dropout for g in
-                                sample_generators(t.seed, step, sample_ids, DROPOUT_STREAM)]).to(p.device)
-            text = torch.where(drop[:, None, None], batch.negative_text.to(p.device, p.dtype), text)
-        gens = sample_generators(t.seed, step, sample_ids, NOISE_STREAM)
+            drop = torch.tensor([float(torch.rand((), generator=g)) < t.caption_dropout for g in gens])
+            text = torch.where(drop.to(p.device)[:, None, None], batch.negative_text.to(p.device, p.dtype), text)
         ts, noise, mask = denoising_draws(t.loss, x0, gens, self.schedule, self.job.platform.video.frames_per_chunk)
         loss = flow_matching_loss(self.net.runner, x0, text, ts, noise, self.schedule, frame_mask=mask,
                                   **self.model_kwargs())
