@@ -2,7 +2,7 @@
 
 Every budget is a step count (never wall time): the same command trains the same steps and gives the
 same numbers on a quiet or a busy machine. ``abort_after_minutes`` only aborts a stage with an error
-(``fit.WallClockGuard``). Sizes of the model and the world come from the ``toy`` preset and
+(``guard.WallClockGuard``). Sizes of the model and the world come from the ``toy`` preset and
 ``ToyWorldConfig``. ``RecipeConfig.quick()`` is the seconds-scale variant used by tests (it must
 exercise every code path, not learn anything).
 """

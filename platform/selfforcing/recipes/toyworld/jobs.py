@@ -29,15 +29,16 @@ from selfforcing.training.supervised_config import LRSchedule, ODEInitJobConfig,
 from .config import BaselineBudget, ODEInitBudget, SelfForcingBudget, TeacherBudget
 from .guard import WallClockGuard
 
-RUN_NAME = "run"
 LOSS_KEYS = ("fm_loss", "tf_loss", "df_loss", "ode_loss", "dmd_loss", "sid_loss", "gan_g_loss")
 
 
-def _common(config: PlatformConfig, run_dir: Path, steps: int, checkpoint_every: int = 0) -> dict[str, Any]:
-    """The sections every toy stage's job shares: one process, no tracking, progress ~20 times a stage."""
+def _common(config: PlatformConfig, run_dir: Path, name: str, steps: int, checkpoint_every: int = 0
+            ) -> dict[str, Any]:
+    """The sections every toy stage's job shares: one process, no tracking, progress ~20 times a stage.
+    The run is ``run_dir/<name>`` (the name prefixes its progress lines)."""
     return {
         "platform": config.model_dump(mode="json"),
-        "run": {"name": RUN_NAME, "storage_path": str(run_dir)},
+        "run": {"name": name, "storage_path": str(run_dir)},
         "tracking": {"register_as": None},
         "scaling": {"num_workers": 1, "gradient_accumulation_steps": 1},
         "checkpoint": {"every_n_steps": checkpoint_every, "num_to_keep": 1},
@@ -58,7 +59,7 @@ def teacher_schedule(budget: TeacherBudget) -> LRSchedule:
 def teacher_job(config: PlatformConfig, budget: TeacherBudget, run_dir: Path) -> TeacherJobConfig:
     """The bidirectional teacher: flow matching on fresh renderer videos (``jobs/configs/toy_teacher.yaml``)."""
     return TeacherJobConfig.model_validate({
-        **_common(config, run_dir, budget.steps, checkpoint_every=500),
+        **_common(config, run_dir, "teacher", budget.steps, checkpoint_every=500),
         "training": {
             "loss": "flow_matching", "optim": _adamw(budget.lr, budget.weight_decay),
             "lr_schedule": teacher_schedule(budget).model_dump(),
@@ -75,7 +76,7 @@ def baseline_job(config: PlatformConfig, kind: str, budget: BaselineBudget, run_
                  ) -> TeacherJobConfig:
     """A block-causal Teacher / Diffusion Forcing student from the teacher's weights, on renderer videos."""
     return TeacherJobConfig.model_validate({
-        **_common(config, run_dir, budget.steps),
+        **_common(config, run_dir, kind, budget.steps),
         "training": {"loss": kind, "optim": _adamw(budget.lr), "ema": None, "caption_dropout": 0.0,
                      "batch_size": budget.batch_size, "max_steps": budget.steps, "seed": budget.seed},
         "models": {"init": str(teacher)},
@@ -87,7 +88,7 @@ def ode_init_job(config: PlatformConfig, budget: ODEInitBudget, run_dir: Path, t
                  ) -> ODEInitJobConfig:
     """The causal student from the teacher's weights, regressed onto its trajectories (``toy_ode_init.yaml``)."""
     return ODEInitJobConfig.model_validate({
-        **_common(config, run_dir, budget.steps),
+        **_common(config, run_dir, "ode_init", budget.steps),
         "training": {"optim": _adamw(budget.lr), "ema": None, "batch_size": budget.batch_size,
                      "max_steps": budget.steps, "seed": budget.seed},
         "models": {"init": str(teacher)},
@@ -101,7 +102,7 @@ def self_forcing_job(
 ) -> SelfForcingJobConfig:
     """Self Forcing (or CausVid) of the student against the teacher on toy-world captions (``toy_dmd.yaml``)."""
     return SelfForcingJobConfig.model_validate({
-        **_common(config, run_dir, budget.steps),
+        **_common(config, run_dir, budget.rollout, budget.steps),
         "training": training.model_dump(),
         "models": {"generator": str(student), "teacher": str(teacher)},
         "data": {"source": "toyworld", "seed": budget.seed},
@@ -122,10 +123,10 @@ def final_loss(history: list[dict[str, float]], window: int = 20) -> float:
 
 def run_stage(
     job: TrainingJobBase, config: PlatformConfig, stage: str, quiet: bool, abort_after_minutes: float | None,
-    window: int = 20, project_after: int | None = None,
+    window: int = 20, project_after: int | None = None, counters: tuple[str, ...] = (),
 ) -> tuple[WanDiT, dict[str, float]]:
     """Run ``job`` here for exactly its steps; returns its exported network (the EMA when it keeps one; eval
-    mode, frozen) and stats (steps, final loss, seconds)."""
+    mode, frozen) and stats (steps, final loss, seconds, and the run's ``counters``: generator_steps, ...)."""
     from selfforcing.training.single_process import run_single_process
 
     start = time.perf_counter()
@@ -135,4 +136,5 @@ def run_stage(
     history = read_history(outcome.output_dir / METRICS_FILE)
     stats = {"steps": outcome.steps, "final_loss": final_loss(history, window),
              "seconds": time.perf_counter() - start}
+    stats.update({k: outcome.summary["state"][k] for k in counters})
     return model, stats

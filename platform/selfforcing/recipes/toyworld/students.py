@@ -141,7 +141,5 @@ def train_self_forcing(
         save_input(student, config, run_dir / "inputs" / "student"),
         save_input(teacher, config, run_dir / "inputs" / "teacher"),
     )
-    model, stats = run_stage(job, config, name, quiet, budget.abort_after_minutes)
-    summary = json.loads((run_dir / "run" / "summary.json").read_text())["state"]
-    stats.update({k: summary[k] for k in ("generator_steps", "critic_steps", "skipped_generator_steps")})
-    return model, stats
+    return run_stage(job, config, name, quiet, budget.abort_after_minutes,
+                     counters=("generator_steps", "critic_steps", "skipped_generator_steps"))
