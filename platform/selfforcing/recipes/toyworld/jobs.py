@@ -116,7 +116,7 @@ def save_input(model: nn.Module, config: PlatformConfig, folder: Path) -> Path:
 
 def final_loss(history: list[dict[str, float]], window: int = 20) -> float:
     """Mean of the last ``window`` steps' loss (whichever loss the stage reports)."""
-    key = next((k for k in LOSS_KEYS if history and k in history[-1]), None)
+    key = next((k for k in LOSS_KEYS if any(k in h for h in history)), None)  # Self Forcing: generator steps
     values = [h[key] for h in history if key in h][-window:] if key else []
     return float(np.mean(values)) if values else float("nan")
 
