@@ -21,6 +21,7 @@ from ...config import ConfigError
 from ...config.job import dump_job_config
 from ...tracking import MlflowTracker, tracking_uri_or_default
 from ..job_config import SelfForcingJobConfig
+from .scoring_actor import remove_group_placement
 from .worker_loop import (
     ATTEMPTS_FILE,
     METRICS_FILE,
@@ -173,6 +174,8 @@ def run_self_forcing(job: SelfForcingJobConfig, max_steps: int | None = None) ->
             trainer.fit()
         except Exception as err:
             raise TrainingStopped(_failure_message(job, output_dir, err)) from err
+        finally:
+            remove_group_placement(job.run.name)  # whatever the last attempt's rank 0 could not release
         summary = json.loads((output_dir / SUMMARY_FILE).read_text())
         if not summary.get("finished"):
             raise TrainingStopped(f"run {job.run.name!r} stopped: {summary.get('stopped')}")
