@@ -146,10 +146,10 @@ class GenerationConfig(StrictModel):
     teacher_steps: int = Field(50, gt=0, description="Euler steps for N-step (teacher) sampling")
     teacher_shift: float = Field(8.0, gt=0, description="schedule shift for N-step teacher sampling")
     negative_prompt: str = Field("", description="unconditional prompt for guidance")
-    overlap_decode: Literal["auto", "on", "off"] = Field(
+    overlap_decode: bool | Literal["auto"] = Field(
         "auto",
         description="decode chunk i while the DiT denoises chunk i+1 (DiT in a worker thread, VAE on a side "
-        "CUDA stream); auto = on for CUDA devices, off on the CPU (both compete for the same cores there)",
+        "CUDA stream); auto = true on CUDA devices, false on the CPU (both compete for the same cores there)",
     )
 
     @model_validator(mode="after")
