@@ -74,7 +74,14 @@ class CompiledBlocks:
         return WanBlock.forward(block, x, e0, rope, attend, text_kv, backend)
 
     def _give_up(self, exc: Exception) -> None:
-        self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        root: BaseException = exc
+        while True:  # torch wraps the compiler's own error (``inner_exception``, or the cause)
+            inner = getattr(root, "inner_exception", None) or root.__cause__
+            if inner is None:
+                break
+            root = inner
+        cause = f"{type(root).__name__}: {root}".strip().splitlines()[0]
+        self.error = (cause if root is exc else f"{type(exc).__name__} <- {cause}")[:500]
         message = f"torch.compile of the DiT blocks failed, running eagerly from now on ({self.error})"
         log.warning(message)
         warnings.warn(message, RuntimeWarning, stacklevel=3)
