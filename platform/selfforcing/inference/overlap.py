@@ -67,6 +67,8 @@ class BackgroundRollout:
             raise ValueError(f"depth={depth} must be >= 1")
         self._chunks = chunks
         self._device = torch.device(device)
+        if self._device.type == "cuda" and self._device.index is None:  # the caller's current device
+            self._device = torch.device("cuda", torch.cuda.current_device())
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
