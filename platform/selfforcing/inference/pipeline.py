@@ -156,21 +156,22 @@ class VideoPipeline:
         key = tuple(sorted(spec.items()))
         cache = self.kv_caches.lease(key, lambda: self.model.new_kv_cache(**spec))
         decoder = self.vae.streaming_decoder() if decode else None
-        chunks = rollout(
-            self.model, text, geo.num_chunks,
-            (self.config.model.in_dim, geo.latent_height, geo.latent_width),
-            RolloutConfig(self.timesteps, geo.frames_per_chunk, self.config.schedule.context_noise),
-            # Noise drawn on the model's device: no blocking host-to-device copy per denoising step.
-            self.schedule, NoiseSource(seeds, device=self.device), cache, initial_latents=initial_latents,
-        )
-        if self.overlaps_decode():
-            chunks = BackgroundRollout(chunks, self.device)
-            side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        else:
-            chunks = ((chunk, ChunkReady(None)) for chunk in chunks)
-        frame_start = 0
-        last = start
+        chunks = None
         try:
+            chunks = rollout(
+                self.model, text, geo.num_chunks,
+                (self.config.model.in_dim, geo.latent_height, geo.latent_width),
+                RolloutConfig(self.timesteps, geo.frames_per_chunk, self.config.schedule.context_noise),
+                # Noise drawn on the model's device: no blocking host-to-device copy per denoising step.
+                self.schedule, NoiseSource(seeds, device=self.device), cache, initial_latents=initial_latents,
+            )
+            if self.overlaps_decode():
+                chunks = BackgroundRollout(chunks, self.device)
+                side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+            else:
+                chunks = ((chunk, ChunkReady(None)) for chunk in chunks)
+            frame_start = 0
+            last = start
             for index, (chunk, ready) in enumerate(chunks):
                 frames = None
                 if decoder is None:
@@ -191,7 +192,8 @@ class VideoPipeline:
                 frame_start += 0 if frames is None else frames.shape[1]
                 last = time.perf_counter()
         finally:
-            chunks.close()  # stops and joins the DiT thread before the cache is reused
+            if chunks is not None:
+                chunks.close()  # stops and joins the DiT thread before the cache is reused
             self.kv_caches.give_back(key, cache)
 
     def generate(self, prompts: str | Sequence[str], num_frames: int | None = None, seed=0, **kwargs):
