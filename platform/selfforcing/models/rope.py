@@ -96,13 +96,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate adjacent channel pairs of ``x`` [B, L, heads, head_dim] by angles [L, head_dim/2]
     (or [B, L, head_dim/2] when the rows of a batch sit at different frames).
 
-    The pairs are multiplied as complex numbers (x1 + i x2)(cos + i sin), the same products and sums
-    as the written-out rotation, in three kernels instead of nine; computed in float32 (float64 for
-    float64 inputs) and cast back to ``x``'s dtype.
+    Eagerly, the pairs are multiplied as complex numbers (x1 + i x2)(cos + i sin): the same products
+    and sums as the written-out rotation, in three kernels instead of nine. Under ``torch.compile`` the
+    written-out form is used instead: inductor fuses it into one kernel but has no complex codegen.
+    Computed in float32 (float64 for float64 inputs) and cast back to ``x``'s dtype.
     """
     compute = torch.promote_types(x.dtype, torch.float32)
-    xc = torch.view_as_complex(x.to(compute).reshape(*x.shape[:-1], -1, 2))
     if cos.ndim == 2:
         cos, sin = cos[None], sin[None]
-    rot = torch.complex(cos.to(compute), sin.to(compute))[:, :, None, :]  # [B|1, L, 1, head_dim/2]
-    return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
+    c, s = cos.to(compute)[:, :, None, :], sin.to(compute)[:, :, None, :]  # [B|1, L, 1, head_dim/2]
+    pairs = x.to(compute).reshape(*x.shape[:-1], -1, 2)
+    if torch.compiler.is_compiling():
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2).to(x.dtype)
+    return torch.view_as_real(torch.view_as_complex(pairs) * torch.complex(c, s)).flatten(-2).to(x.dtype)
