@@ -167,7 +167,9 @@ class VideoPipeline:
             )
             if self.overlaps_decode():
                 chunks = BackgroundRollout(chunks, self.device)
-                side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+                # A high-priority stream: the decode of chunk i takes SMs first as they free up, so a
+                # chunk's frames (the first one's above all) are not slowed by the DiT running ahead.
+                side = torch.cuda.Stream(self.device, priority=-1) if self.device.type == "cuda" else None
             else:
                 chunks = ((chunk, ChunkReady(None)) for chunk in chunks)
             frame_start = 0
