@@ -23,7 +23,7 @@ def _rotate_written_out(x, cos, sin):
 
 
 def test_rope_table_is_memoised_and_bit_identical():
-    a = rope_table(9, 3, 4, 6, 64, 10000.0, "cpu", None)
+    a = rope_table(9, 3, 4, 6, 64, 10000.0, torch.device("cpu"), None)
     b = rope_table(9, 3, 4, 6, 64, 10000.0, torch.device("cpu"), None)
     assert a[0] is b[0] and a[1] is b[1]
     ref = rope_angles(9, 3, 4, 6, 64)

@@ -64,32 +64,18 @@ def rope_angles(
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_table(
-    frame_start: int, num_frames: int, height: int, width: int, head_dim: int, theta: float,
-    device: torch.device, spatial_period: tuple[int, int] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return rope_angles(frame_start, num_frames, height, width, head_dim, theta, device, spatial_period)
+def _cached_table(args: tuple, kwargs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    return rope_angles(*args, **dict(kwargs))
 
 
-def rope_table(
-    frame_start: int,
-    num_frames: int,
-    height: int,
-    width: int,
-    head_dim: int,
-    theta: float = 10000.0,
-    device: torch.device | str = "cpu",
-    spatial_period: tuple[int, int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``rope_angles`` memoised (the same values, bit for bit); the tensors are shared: read only.
+def rope_table(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rope_angles(*args, **kwargs)`` memoised: the same values, bit for bit, computed once per chunk
+    position and grid instead of once per forward. The tensors are shared: read only.
 
-    At most 32 tables are kept (one per chunk position and grid): a 1.3B chunk's table is 2.4 MB.
+    At most 32 tables are kept (a 1.3B chunk's is 2.4 MB). Arguments must be hashable (ints, floats,
+    a device, a tuple or None), as ``rope_angles``'s are.
     """
-    period = None if spatial_period is None else (int(spatial_period[0]), int(spatial_period[1]))
-    return _cached_table(
-        int(frame_start), int(num_frames), int(height), int(width), int(head_dim), float(theta),
-        torch.device(device), period,
-    )
+    return _cached_table(args, tuple(sorted(kwargs.items())))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
