@@ -1,5 +1,7 @@
 """Compiled DiT blocks: equal to eager, one graph set for every chunk position, eager fallback."""
 
+import gc
+
 import pytest
 import torch
 
@@ -8,6 +10,14 @@ from selfforcing.diffusion.samplers import timesteps_like
 from selfforcing.inference import VideoPipeline
 from selfforcing.inference.compiled import CompiledBlocks
 from selfforcing.models import WanDiT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test starts from an empty dynamo cache (graph counts and recompile limits are per test)."""
+    yield
+    torch._dynamo.reset()
+    gc.collect()
 
 
 class CountingBackend:
