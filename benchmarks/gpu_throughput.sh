@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # benchmarks/throughput.py at real size on a bare GPU machine (torch + numpy, no registry), from the repo root:
-#     OUT=/path/to/out bash benchmarks/gpu_throughput.sh          # ~3.7 min on one H200
+#     OUT=/path/to/out bash benchmarks/gpu_throughput.sh      # under 4 min on one H200 (budget 185 s + setup)
 # The wheels come from ../shared/gpu-bench copied to .gpu/ (as for gpu-bench): pydantic (+core,
 # annotated-types, typing-inspection) and diffusers first on the path; requests & co. (diffusers checks
 # them at import) last, used only where the machine has none; typing_extensions shadowed only if needed.
@@ -10,7 +10,7 @@ OUT="${OUT:-/tmp/throughput}"
 PY="${PY:-python3}"
 WHL="${WHL_DIR:-.gpu}"
 SITE="${SITE:-/tmp/throughput-site}"
-BUDGET="${BUDGET_S:-195}"
+BUDGET="${BUDGET_S:-185}"
 mkdir -p "$OUT"
 {
     rm -rf "$SITE" "$SITE-append"
