@@ -8,6 +8,7 @@ import asyncio
 from selfforcing.config import load_config
 from selfforcing.models.text_encoder import TextEncoder
 from selfforcing.serving.deployments import GeneratorDeployment
+from selfforcing.serving.messages import ChunkItem, StreamFailure, StreamOpened, StreamRequest
 from selfforcing.serving.model_source import ModelSourceArgs
 
 
@@ -26,11 +27,10 @@ def test_per_request_time_limit_ends_the_stream_with_a_timeout_error():
     text = encoder.encode(["a red ball"]).float().numpy()  # what the TextEncoder deployment sends
     num_chunks = dep.pipeline.geometry(21).num_chunks
     assert num_chunks >= 2
-    items = _collect(dep, {"num_frames": 21, "seed": 3}, text)
-    assert [("error" in it) for it in items] == [False, True]  # one chunk, then the limit
-    assert items[1]["error"]["code"] == "timeout"
-    assert f"after chunk 1/{num_chunks}" in items[1]["error"]["message"]
+    items = _collect(dep, StreamRequest(seed=3, num_frames=21), text)
+    assert [type(it) for it in items] == [StreamOpened, ChunkItem, StreamFailure]  # one chunk, then the limit
+    assert items[2].code == "timeout" and f"after chunk 1/{num_chunks}" in items[2].message
 
     dep.timeout_s = 300.0  # a generous limit lets the same replica finish the whole video
-    items = _collect(dep, {"num_frames": 21, "seed": 3}, text)
-    assert len(items) == num_chunks and not any("error" in it for it in items)
+    items = _collect(dep, StreamRequest(seed=3, num_frames=21), text)
+    assert [type(it) for it in items] == [StreamOpened] + [ChunkItem] * num_chunks

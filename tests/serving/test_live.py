@@ -11,6 +11,7 @@ from PIL import Image
 
 from selfforcing.inference.video_io import read_video
 from selfforcing.serving.live import Disconnected, LiveError, LiveLimits, LiveSession
+from selfforcing.serving.messages import ChunkItem
 
 
 class FakeSocket:
@@ -53,9 +54,9 @@ class FakeStream:
             if self.paused:
                 continue
             n = 9 if i == 0 else 12
-            yield {"index": i, "frame_start": 0 if i == 0 else 9 + 12 * (i - 1), "prompt_id": self.prompt_id,
-                   "frames": np.full((n, 32, 48, 3), 10 * i, np.uint8), "seconds": 0.01, "batch": 1,
-                   "cache_nbytes": 1000}
+            yield ChunkItem(index=i, num_chunks=None, frame_start=0 if i == 0 else 9 + 12 * (i - 1),
+                            latent_start=3 * i, frames=np.full((n, 32, 48, 3), 10 * i, np.uint8), seconds=0.01,
+                            elapsed=0.0, batch=1, prompt_id=self.prompt_id, cache_nbytes=1000)
             i += 1
 
     async def set_prompt(self, prompt: str, prompt_id: int) -> None:
