@@ -67,6 +67,11 @@ class StreamHandle:
     def waiting(self) -> bool:
         return self._entry.batcher is None and self._entry.parked is None
 
+    @property
+    def buffered(self) -> int:
+        """Items generated and not yet read."""
+        return self._entry.queue.qsize()
+
     async def get(self) -> QueueItem:
         """The next ``ChunkItem``, a ``StreamFailure``, or ``END``."""
         item = await self._entry.queue.get()

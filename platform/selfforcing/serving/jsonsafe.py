@@ -88,9 +88,9 @@ def check_tree(value: Any, max_depth: int = MAX_DEPTH) -> None:
         if isinstance(node, str):
             _check_text(node, path)
         elif isinstance(node, dict | list):
-            if depth >= max_depth:
-                raise JSONInputError(f"JSON nested deeper than {max_depth} levels.", "nesting_too_deep",
-                                     path or None)
+            if depth >= max_depth:  # named by its top-level field, if it has one
+                top = path.split(".")[0] if isinstance(value, dict) and path else None
+                raise JSONInputError(f"JSON nested deeper than {max_depth} levels.", "nesting_too_deep", top)
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
                 if isinstance(key, str):
