@@ -10,7 +10,7 @@ import numpy as np
 
 from selfforcing.inference.video_io import read_video
 from selfforcing.serving.encoders import make_encoder
-from selfforcing.serving.messages import ChunkItem, StreamOpened
+from selfforcing.serving.messages import ChunkItem
 from selfforcing.serving.sessions import run_video_job, stream_bytes
 
 

@@ -13,8 +13,8 @@ from pydantic import Field
 from ray.serve import Application
 
 from .deployments import GeneratorDeployment, GeneratorSettings, JobStoreDeployment, TextEncoderDeployment
-from .ingress import IngressSettings, VideoAPI
 from .httputil import MAX_BODY_BYTES
+from .ingress import IngressSettings, VideoAPI
 from .model_source import ModelSourceArgs, prepare_tracking_store, uses_registry
 from .validation import Limits
 

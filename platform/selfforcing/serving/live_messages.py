@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from . import jsonsafe
 from .errors import echo, safe_text
-from .schemas import Count, Seed, Text
+from .schemas import Seed, Text, bounded_int
 
 MAX_MESSAGE_CHARS = 64 * 1024  # longer messages close the session with 1009 (message too big)
 
@@ -41,9 +41,9 @@ class StartMessage(_Message):
     prompt: Text
     seed: Seed | None = None
     format: Literal["jpeg", "mp4"] = "jpeg"
-    max_chunks: Annotated[Count, Field(ge=1, le=1_000_000)] | None = Field(
-        None, description="stop after this many chunks (default: never)")
-    jpeg_quality: Annotated[Count, Field(ge=10, le=100)] = 85
+    max_chunks: bounded_int(1, 1_000_000) | None = Field(None, description="stop after this many chunks "
+                                                         "(default: never)")
+    jpeg_quality: bounded_int(10, 100) = 85
 
 
 class PromptMessage(_Message):

@@ -22,10 +22,15 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
+def bounded_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le], never a boolean (the range shows in the JSON schema)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_not_bool)]
+
+
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 Count = Annotated[int, BeforeValidator(_not_bool)]  # range checked against the server's limits
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_not_bool)]
+Seed = bounded_int(0, MAX_SEED)
 Seconds = Annotated[
     Annotated[str, StringConstraints(max_length=32)] | StrictInt | StrictFloat, BeforeValidator(_not_bool)
 ]
