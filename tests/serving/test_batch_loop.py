@@ -113,6 +113,7 @@ def test_overload_and_close_free_rows(pipe, texts):
         loop = make_loop(pipe, max_streams=1, max_waiting=1)
         a = loop.open(texts[0], 1, None)
         b = loop.open(texts[1], 2, 2)
+        assert (a.waiting, b.waiting) == (False, True)  # what the ingress tells the client at once
         with pytest.raises(Overloaded, match="1 generation rows and 1 waiting"):
             loop.open(texts[2], 3, 2)
         await read(a, 1)

@@ -39,6 +39,12 @@ def make_app() -> FastAPI:
     async def ident(request: __import__("fastapi").Request):
         return {"id": request_id_of(request.scope)}
 
+    @app.get("/gone")
+    async def gone():
+        from starlette.requests import ClientDisconnect
+
+        raise ClientDisconnect()
+
     @app.get("/stream")
     async def stream():
         async def body():
@@ -90,3 +96,14 @@ def test_a_websocket_error_closes_with_1011(client):
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_text()
     assert closed.value.code == 1011
+
+
+def test_a_client_disconnect_is_one_info_line(client, caplog):
+    with caplog.at_level(logging.INFO, logger="ray.serve"):
+        try:
+            client.get("/gone")
+        except Exception:  # noqa: BLE001 - the test client may complain that no response came: none is due
+            pass
+    records = [r for r in caplog.records if r.name == "ray.serve"]
+    assert [r.levelno for r in records] == [logging.INFO] and "disconnected" in records[0].getMessage()
+    assert records[0].exc_info is None

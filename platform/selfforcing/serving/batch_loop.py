@@ -54,6 +54,7 @@ class _Entry:
     text_dirty: bool = False  # a prompt switch not yet applied to the batcher
     pending_prompt_id: int | None = None  # the prompt id that comes with that switch
     opened: float = field(default_factory=time.perf_counter)
+    queued_for_row: bool = False  # at admission, every row was taken or promised to streams ahead
 
 
 class StreamHandle:
@@ -65,7 +66,8 @@ class StreamHandle:
 
     @property
     def waiting(self) -> bool:
-        return self._entry.batcher is None and self._entry.parked is None
+        """Admitted to a waiting slot: every row was taken (or promised) when it arrived."""
+        return self._entry.queued_for_row
 
     @property
     def buffered(self) -> int:
@@ -161,6 +163,8 @@ class BatchLoop:
         entry = _Entry(stream_id, tensor, int(seed), num_chunks, asyncio.Queue(), session, prompt_id)
         self.entries[stream_id] = entry
         self.waiting.append(stream_id)
+        # Rows are assigned between steps; during a step the streams ahead of it may take the free ones.
+        entry.queued_for_row = self.running + len(self.waiting) > self.max_streams
         self._kick()
         return StreamHandle(self, entry)
 

@@ -156,8 +156,8 @@ class GeneratorDeployment:
                     yield StreamFailure("timeout", f"generation exceeded the per-request limit of "
                                         f"{self.timeout_s:g} s after chunk {item.index + 1}/{num_chunks}")
                     return
-        except asyncio.CancelledError:
-            log.info("stream %s cancelled (client disconnected)", handle.stream_id)
+        except asyncio.CancelledError:  # the client went away (the ingress logs that once)
+            log.debug("stream %s cancelled", handle.stream_id)
             raise
         finally:
             handle.close()
@@ -178,8 +178,8 @@ class GeneratorDeployment:
                 yield item
                 if isinstance(item, StreamFailure):
                     return
-        except asyncio.CancelledError:
-            log.info("session %s ended (client disconnected)", request.session_id)
+        except asyncio.CancelledError:  # the client went away (the ingress logs that once)
+            log.debug("session %s cancelled", request.session_id)
             raise
         finally:
             handle.close()
@@ -198,8 +198,13 @@ class GeneratorDeployment:
         return self._control
 
     async def _apply_controls(self) -> None:
+        from ray.exceptions import RayError
+
         while True:
-            message: ControlMessage = await self._control.get_async()
+            try:
+                message: ControlMessage = await self._control.get_async()
+            except RayError:  # the request that started the pump was cancelled: a session restarts it
+                return
             try:
                 self.loop.control(message)
             except Exception:  # noqa: BLE001 - a stale or bad message must not stop the pump

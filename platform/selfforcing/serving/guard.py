@@ -8,6 +8,9 @@
 - WebSocket: an escaping exception closes the socket with a close frame (1011, "internal error"), or
   refuses the handshake if it had not been accepted: the client never sees an abnormal closure (1006).
 
+A client that goes away is normal, not an error: Serve reports it by raising ``TaskCancelledError`` from
+``receive`` (Starlette: ``ClientDisconnect``); that is one INFO line, without a traceback.
+
 The request id is Serve's (``x-request-id``, which Serve's proxy sets and every replica's log lines of
 the request carry), or a new one when the app runs outside Serve; responses carry it as
 ``X-Request-ID`` either way.
@@ -19,9 +22,26 @@ import json
 import logging
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from .errors import internal_error_body, new_request_id, safe_text
 
 log = logging.getLogger("ray.serve")
+
+
+def _disconnects() -> tuple[type[BaseException], ...]:
+    kinds: list[type[BaseException]] = [ClientDisconnect]
+    try:  # the guard runs without Ray too (tests, plain uvicorn)
+        from ray.exceptions import TaskCancelledError
+        from ray.serve.exceptions import RequestCancelledError
+
+        kinds += [TaskCancelledError, RequestCancelledError]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+DISCONNECTS = _disconnects()
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -59,6 +79,8 @@ class RequestGuard:
 
         try:
             await self.app(scope, receive, guarded_send)
+        except DISCONNECTS:
+            log.info("request %s %s: the client disconnected", request_id, scope.get("path", ""))
         except Exception:  # noqa: BLE001 - the point of this class: log it, answer generically
             log.exception("request %s %s failed", request_id, scope.get("path", ""))
             await self._answer(scope, send, state, request_id)

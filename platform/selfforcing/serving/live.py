@@ -127,6 +127,7 @@ class LiveSession:
                     await self.ws.close(1000)
                     return
                 if raw is Disconnected:
+                    log.info("live session %s: the client disconnected", self.request_id)
                     return
                 if not await self.handle(raw):
                     return
@@ -263,8 +264,8 @@ class LiveSession:
                                                         "messages": int(bool(tail))}))
                     if tail:
                         await self.ws.send_bytes(tail)
-        except (Disconnected, asyncio.CancelledError):
-            raise
+        except Disconnected:
+            log.info("live session %s: the client disconnected", self.request_id)
         except Exception:  # noqa: BLE001 - tell the client (no internals), keep the connection
             log.exception("live session %s: stream failed", self.request_id)
             await self.error("generation_failed", f"generation failed on the server (request id "

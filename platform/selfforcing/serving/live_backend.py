@@ -58,8 +58,14 @@ class ServeLiveStream:
         self.encode = encode
 
     async def chunks(self) -> AsyncIterator[ChunkItem | StreamFailure]:
-        async for item in self.response:
-            yield item
+        """The session's items; Serve cancelling the call (the client went away) is ``Disconnected``."""
+        from ray.serve.exceptions import RequestCancelledError
+
+        try:
+            async for item in self.response:
+                yield item
+        except RequestCancelledError:
+            raise Disconnected() from None
 
     async def set_prompt(self, prompt: str, prompt_id: int) -> None:
         text = await self.encode(prompt)
