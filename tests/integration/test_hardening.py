@@ -283,9 +283,10 @@ def test_a_burst_of_max_streams_plus_max_waiting_is_accepted_whole_every_time(ha
         async with httpx.AsyncClient(base_url=hard["url"], timeout=60) as client:
             streams = [client.stream("POST", "/v1/videos/stream", json={**body, "seed": i}) for i in range(capacity)]
             responses = await asyncio.gather(*[s.__aenter__() for s in streams])
+            lines = [r.aiter_lines() for r in responses]  # kept: a collected iterator closes its stream
             try:
-                headers = [json.loads(await anext(r.aiter_lines())) if r.status_code == 200 else {}
-                           for r in responses]
+                headers = [json.loads(await anext(it)) if r.status_code == 200 else {}
+                           for r, it in zip(responses, lines, strict=True)]
                 extra = await client.post("/v1/videos/stream", json={**body, "seed": 99})
             finally:
                 await asyncio.gather(*[s.__aexit__(None, None, None) for s in streams])

@@ -19,13 +19,14 @@ import numpy as np
 from ray import serve
 
 from ..inference.batching import ChunkBatcher
-from .admission import Capacity, kv_row_nbytes
+from .admission import Capacity, Overloaded, kv_row_nbytes
 from .batch_loop import BatchLoop
 from .errors import APIError
 from .jobs import JobStore
 from .messages import (
     ChunkItem,
     ControlMessage,
+    Refused,
     ReplicaStats,
     SessionRequest,
     StoreReply,
@@ -106,7 +107,7 @@ class GeneratorDeployment:
     HTTP streams, jobs and live sessions advance together, one batched model call per chunk step.
 
     ``max_ongoing_requests`` is far above what the loop admits, so Serve passes every call through and
-    the loop's admission is the only one that refuses (``Overloaded`` -> 503 in the ingress)."""
+    the loop's admission is the only one that refuses (``Refused`` -> 503 in the ingress)."""
 
     def __init__(
         self, source: ModelSourceArgs, device: str | None = None, torch_threads: int | None = None,
@@ -141,10 +142,14 @@ class GeneratorDeployment:
         return self.loop.stats()
 
     async def stream(self, request: StreamRequest, text: np.ndarray) -> AsyncIterator[StreamItem]:
-        """``StreamOpened``, then the chunks of one bounded video. Raises ``Overloaded`` (-> 503) when the
-        loop's admission refuses; a cancelled request (client gone) leaves the batch at the next chunk."""
+        """``StreamOpened``, then the chunks of one bounded video; only ``Refused`` (-> 503) when the loop's
+        admission refuses. A cancelled request (client gone) leaves the batch at the next chunk."""
         num_chunks = self.pipeline.geometry(request.num_frames).num_chunks
-        handle = self.loop.open(text, request.seed, num_chunks)
+        try:
+            handle = self.loop.open(text, request.seed, num_chunks)
+        except Overloaded as exc:
+            yield Refused(str(exc))
+            return
         deadline = time.perf_counter() + self.timeout_s
         try:
             yield StreamOpened(handle.stream_id, handle.waiting, self.window_frames, self.settings.batching)
@@ -166,8 +171,12 @@ class GeneratorDeployment:
         """An unbounded (or ``max_chunks``) live stream. The first item describes the session and carries
         the replica's control queue: prompt switches and pause / resume reach this replica (where the
         session's cache lives) through it, not through the load-balanced handle."""
-        handle = self.loop.open(text, request.seed, request.max_chunks, stream_id=request.session_id,
-                                session=True)
+        try:
+            handle = self.loop.open(text, request.seed, request.max_chunks, stream_id=request.session_id,
+                                    session=True)
+        except Overloaded as exc:
+            yield Refused(str(exc))
+            return
         try:
             yield StreamOpened(handle.stream_id, handle.waiting, self.window_frames, self.settings.batching,
                                control=self._control_queue())

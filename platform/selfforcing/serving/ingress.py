@@ -24,7 +24,6 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .admission import Overloaded
 from .deployments import JobStoreClient
 from .encoders import make_encoder
 from .errors import APIError, echo, error_body, invalid, overloaded
@@ -32,7 +31,7 @@ from .guard import RequestGuard, request_id_of
 from .httputil import MAX_BODY_BYTES, check_bearer, parse_body, read_body
 from .live import LiveLimits, LiveSession
 from .live_backend import ServeLiveBackend, WebSocketTransport
-from .messages import StreamOpened, StreamRequest
+from .messages import Refused, StreamOpened, StreamRequest
 from .schemas import (
     ErrorResponse,
     ModelCard,
@@ -102,14 +101,11 @@ async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResp
 
 
 def _is_overload(exc: BaseException) -> bool:
-    """Serve's queue limit (BackPressureError), a replica's admission refusing (``Overloaded``, raised in
-    the replica and re-raised here inside a Ray task error), or our own 503."""
+    """Serve's own queue limit (``BackPressureError``; sized never to bind first) or our own 503. A
+    replica's admission refusing arrives as a ``Refused`` item, not as an exception."""
     if isinstance(exc, APIError):
         return exc.code == "overloaded"
-    if isinstance(exc, BackPressureError | Overloaded) or isinstance(getattr(exc, "cause", None), Overloaded):
-        return True
-    return any(name in type(exc).__name__ or name in str(exc).split("\n")[0]
-               for name in ("BackPressureError", "Overloaded"))
+    return isinstance(exc, BackPressureError)
 
 
 def _page() -> str:
@@ -166,6 +162,9 @@ class VideoAPI:
                 cancel_quietly(chunks)
                 if not _is_overload(exc):
                     raise
+                continue
+            if isinstance(opened, Refused):  # this replica's admission said no; the router may pick another
+                log.info("generator refused a stream: %s", opened.reason)
                 continue
             if not isinstance(opened, StreamOpened):
                 raise TypeError(f"a generator stream began with {type(opened).__name__}")

@@ -11,7 +11,16 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .live import Disconnected, LiveError, StartMessage
-from .messages import ChunkItem, Pause, Resume, SessionRequest, SetPrompt, StreamFailure, StreamOpened
+from .messages import (
+    ChunkItem,
+    Pause,
+    Refused,
+    Resume,
+    SessionRequest,
+    SetPrompt,
+    StreamFailure,
+    StreamOpened,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -109,6 +118,9 @@ class ServeLiveBackend:
             log.error("live session %s (request %s) could not start", session_id, self.request_id, exc_info=exc)
             raise LiveError("generation_failed", f"the session could not start (request id {self.request_id})"
                             ) from None
+        if isinstance(opened, Refused):
+            raise LiveError("overloaded", "all generators are busy with other streams; retry later",
+                            retry_after_s=self.retry_after_s)
         if not isinstance(opened, StreamOpened):
             raise TypeError(f"a session began with {type(opened).__name__}")
         info = {"session_id": session_id, "window_frames": opened.window_frames, "batching": opened.batching}

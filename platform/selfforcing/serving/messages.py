@@ -39,7 +39,7 @@ class SessionRequest:
 class StreamOpened:
     """The first item of every generator stream: the replica admitted it (it runs, or waits for a row).
 
-    The ingress answers 200 on it; a replica that cannot admit raises ``Overloaded`` instead (-> 503).
+    The ingress answers 200 on it; a replica that cannot admit sends ``Refused`` instead (-> 503).
     """
 
     stream_id: str
@@ -47,6 +47,14 @@ class StreamOpened:
     window_frames: int  # rolling KV-cache window in latent frames
     batching: bool
     control: Any = None  # live sessions: the replica's control queue (a ``ray.util.queue.Queue``)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Instead of ``StreamOpened``: the replica's admission refused the stream (the ingress answers 503).
+    An item, not an exception: a refusal is normal under load and must not be logged as a failure."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class StreamFailure:
         return {"code": self.code, "type": "server_error", "message": self.message}
 
 
-StreamItem = StreamOpened | ChunkItem | StreamFailure
+StreamItem = StreamOpened | Refused | ChunkItem | StreamFailure
 
 
 # -------------------------------------------------------------------------------------- session control
