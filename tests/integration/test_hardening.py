@@ -304,6 +304,6 @@ def test_a_burst_of_max_streams_plus_max_waiting_is_accepted_whole_every_time(ha
 
 def _wait_idle(generator, timeout_s: float = 60) -> None:
     deadline = time.perf_counter() + timeout_s
-    while (stats := generator.stats.remote().result()).streams:
+    while (stats := generator.stats.remote().result()).streams or stats.running:
         assert time.perf_counter() < deadline, stats
         time.sleep(0.1)

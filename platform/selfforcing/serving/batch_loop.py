@@ -123,9 +123,17 @@ class BatchLoop:
         return sum(len(b) for b in self.batchers)
 
     def load(self) -> Load:
-        parked = sum(e.parked is not None for e in self.entries.values())
-        return Load(running=self.running, waiting=len(self.waiting), parked=parked,
-                    sessions=sum(e.session for e in self.entries.values()))
+        """Live streams by state. A closed stream leaves at the next step boundary, before any new stream
+        gets a row or allocates anything, so it no longer counts (see ``closing``)."""
+        live = self.entries.values()
+        return Load(running=sum(self._running(e) for e in live),
+                    waiting=sum(sid in self.entries for sid in self.waiting),
+                    parked=sum(e.parked is not None for e in live), sessions=sum(e.session for e in live))
+
+    @property
+    def closing(self) -> int:
+        """Closed streams still in a batch until the step in progress ends."""
+        return len(self._closing)
 
     def kv_nbytes(self) -> int:
         """K/V bytes held now, measured on the tensors: batch caches (frames and prompt) + parked rows."""
@@ -164,7 +172,8 @@ class BatchLoop:
         self.entries[stream_id] = entry
         self.waiting.append(stream_id)
         # Rows are assigned between steps; during a step the streams ahead of it may take the free ones.
-        entry.queued_for_row = self.running + len(self.waiting) > self.max_streams
+        load = self.load()
+        entry.queued_for_row = load.running + load.waiting > self.max_streams
         self._kick()
         return StreamHandle(self, entry)
 
