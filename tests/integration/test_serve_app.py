@@ -171,7 +171,7 @@ def test_mjpeg_and_fragmented_mp4_streams_decode(server, fmt):
     ("/v1/videos", {"prompt": "x", "size": "9" * 5000 + "x32"}, "size"),
     ("/v1/videos", b'{"prompt": "a \\ud800 lone surrogate"}', "prompt"),
     ("/v1/videos/stream", b'{"prompt": "\xff\xfe"}', None),
-    ("/v1/videos", b'{"prompt": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", None),
+    ("/v1/videos", b'{"prompt": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", None),  # json.loads: RecursionError
 ])
 def test_bad_inputs_are_400_with_reasons(server, path, body, param):
     raw = body if isinstance(body, bytes) else None

@@ -135,6 +135,10 @@ class BatchLoop:
         """Closed streams still in a batch until the step in progress ends."""
         return len(self._closing)
 
+    def cache_nbytes(self) -> int:
+        """Bytes of the batch caches' frame K/V: constant for a batch once past the window."""
+        return sum(b.cache.nbytes for b in self.batchers)
+
     def kv_nbytes(self) -> int:
         """K/V bytes held now, measured on the tensors: batch caches (frames and prompt) + parked rows."""
         total = 0
@@ -152,7 +156,8 @@ class BatchLoop:
         return ReplicaStats(
             streams=len(self.entries), running=load.running, waiting=load.waiting, parked=load.parked,
             sessions=load.sessions, steps=self.steps, batch=self.last_batch, batching=self.batching,
-            max_streams=self.max_streams, max_admitted=cap.max_admitted, cache_nbytes=self.kv_nbytes(),
+            max_streams=self.max_streams, max_admitted=cap.max_admitted, cache_nbytes=self.cache_nbytes(),
+            kv_nbytes=self.kv_nbytes(),
             row_nbytes=cap.row_nbytes, memory_budget=cap.memory_budget,
             window_frames=self.batchers[0].window_frames if self.batchers else None,
         )

@@ -182,7 +182,7 @@ class GeneratorDeployment:
                                control=self._control_queue())
             async for item in handle:
                 if isinstance(item, ChunkItem):
-                    item = _with_cache(item, self.loop.kv_nbytes())
+                    item = _with_cache(item, self.loop.cache_nbytes())
                 self._control_queue()  # restarts the pump if the session that started it has ended
                 yield item
                 if isinstance(item, StreamFailure):

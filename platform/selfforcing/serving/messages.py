@@ -70,7 +70,7 @@ class ChunkItem:
     elapsed: float  # seconds since the stream was opened
     batch: int  # streams in that step
     prompt_id: int = 0  # live sessions: which prompt made it
-    cache_nbytes: int | None = None  # the replica's K/V bytes (live sessions)
+    cache_nbytes: int | None = None  # live sessions: the replica's batch cache bytes (``cache_nbytes``)
 
     @property
     def num_frames(self) -> int:
@@ -133,7 +133,8 @@ class ReplicaStats:
     batching: bool
     max_streams: int
     max_admitted: int  # streams this replica admits at most (slots and memory)
-    cache_nbytes: int  # K/V bytes held now: batch caches + parked rows
+    cache_nbytes: int  # frame K/V of the batch caches (constant once past the window)
+    kv_nbytes: int  # every K/V byte held now: batch caches, prompt K/V, parked copies
     row_nbytes: int  # K/V bytes of one stream
     memory_budget: int | None  # K/V bytes admission keeps within (None: unlimited)
     window_frames: int | None
