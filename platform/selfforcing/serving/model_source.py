@@ -6,15 +6,18 @@ node that needs it; nothing but the small ``ModelSourceArgs`` travels through Se
 A fresh sqlite MLflow store is created (tables, migrations) by the first process that opens it; two
 replicas doing that at once fail (``duplicate column name``) and get restarted. ``prepare_tracking_store``
 does it once: the application builder calls it before any replica starts, and every replica calls it
-again under an exclusive file lock beside the database before touching the registry (a no-op then).
+again under an exclusive file lock (in the temp folder, named after the database) before touching the
+registry (a no-op then).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,13 +82,15 @@ def uses_registry(args: ModelSourceArgs) -> bool:
 
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
-    """An exclusive lock for a sqlite store (a file beside the database); nothing for a server URI."""
+    """An exclusive lock for a sqlite store (one lock file per database in the machine's temp folder, so
+    nothing is written beside the user's database); nothing for a server URI."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///"):]).resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
+    name = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"selfforcing-mlflow-{name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
