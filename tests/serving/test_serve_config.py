@@ -28,9 +28,12 @@ def test_yaml_is_a_serve_deploy_config_with_typed_args():
     assert args.model_uri is None and args.default_model_uri == "models:/toy-world@production"
 
 
-def test_builder_is_typed_and_only_a_uri_selects_the_model():
-    built = call_user_app_builder_with_args_if_necessary(build_app, {"model_uri": "models:/m@prod"})
+def test_builder_is_typed_and_only_a_uri_selects_the_model(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    built = call_user_app_builder_with_args_if_necessary(
+        build_app, {"model_uri": "models:/m@prod", "tracking_uri": f"sqlite:///{db}"})
     assert built is not None
+    assert db.exists()  # the builder created the registry's store before any replica could race on it
     assert ServeArgs.model_validate({"model_uri": "models:/m@prod"}).source().model_uri == "models:/m@prod"
 
 
