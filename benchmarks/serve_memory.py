@@ -8,14 +8,23 @@ and the number of streams the replica would admit with the default settings.
 
     python benchmarks/serve_memory.py                                   # tiny preset, CPU (dry run)
     python benchmarks/serve_memory.py --preset wan2.1-t2v-1.3b --device cuda --streams 2 --park 1
+
+Imports neither Ray nor MLflow (the GPU machine has neither); without PyAV it stubs ``av`` (no video is
+written here).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
+import types
 
 import torch
+
+if importlib.util.find_spec("av") is None:  # video_io imports PyAV at module level; nothing here encodes
+    sys.modules["av"] = types.ModuleType("av")
 
 
 def main() -> None:
@@ -33,8 +42,7 @@ def main() -> None:
     from selfforcing.config import load_config
     from selfforcing.inference import VideoPipeline
     from selfforcing.inference.batching import ChunkBatcher
-    from selfforcing.serving.admission import Capacity, kv_row_nbytes
-    from selfforcing.serving.deployments import default_kv_budget
+    from selfforcing.serving.admission import Capacity, default_kv_budget, kv_row_nbytes
 
     cuda = args.device.startswith("cuda")
     mem = (lambda: torch.cuda.memory_allocated()) if cuda else (lambda: 0)

@@ -37,6 +37,15 @@ def kv_row_nbytes(model, tokens_per_frame: int, window_frames: int) -> int:
     return 2 * cfg.num_layers * tokens * cfg.num_heads * cfg.head_dim * itemsize
 
 
+def default_kv_budget(device, fraction: float) -> int | None:
+    """K/V budget when none is configured: ``fraction`` of the CUDA memory free after the model loaded
+    (activations of a step need the rest); None (unlimited) on the CPU, where rows are host memory."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free * fraction)
+
+
 @dataclass(frozen=True)
 class Capacity:
     """What one generator replica may hold at once."""

@@ -19,7 +19,7 @@ import numpy as np
 from ray import serve
 
 from ..inference.batching import ChunkBatcher
-from .admission import Capacity, Overloaded, kv_row_nbytes
+from .admission import Capacity, Overloaded, default_kv_budget, kv_row_nbytes
 from .batch_loop import BatchLoop
 from .errors import APIError
 from .jobs import JobStore
@@ -82,17 +82,6 @@ class GeneratorSettings:
     max_buffered: int = 4  # chunks a reader may fall behind before its stream is parked
     kv_memory_bytes: int | None = None  # K/V budget per replica (None: see ``default_kv_budget``)
     kv_memory_fraction: float = 0.8  # of the device memory free after loading, when no budget is given
-
-
-def default_kv_budget(device, fraction: float) -> int | None:
-    """K/V budget when none is configured: ``fraction`` of the CUDA memory free after the model loaded
-    (activations of a step need the rest); None (unlimited) on the CPU, where rows are host memory."""
-    import torch
-
-    if getattr(device, "type", str(device)) != "cuda":
-        return None
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(free * fraction)
 
 
 @serve.deployment(
