@@ -109,7 +109,9 @@ class ScoringHost:
         sched = job.platform.schedule
         schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
         if training.objective == "gan":
-            role = DiscriminatorRole(engine, schedule, training, seed=training.seed, optimizer=optimizer)
+            role = DiscriminatorRole(
+                engine, schedule, training, seed=training.seed, optimizer=optimizer, scoring_network=engine.module
+            )
         else:
             if sc.real_score_zero3:
                 real.requires_grad_(False)
