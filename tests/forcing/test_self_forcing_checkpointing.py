@@ -104,8 +104,11 @@ def _live_storages(extra: list[torch.Tensor] = ()) -> dict[int, int]:
         tensors = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
     out: dict[int, int] = {}
     for t in [*extra, *tensors]:
-        s = t.untyped_storage()
-        out[s.data_ptr()] = s.nbytes()
+        try:
+            s = t.untyped_storage()
+            out[s.data_ptr()] = s.nbytes()
+        except (RuntimeError, NotImplementedError):  # fake / meta tensors a compiler keeps alive: no storage
+            continue
     return out
 
 

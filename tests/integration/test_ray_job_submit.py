@@ -41,6 +41,7 @@ def ray_head(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # Its own temp dir: a bare `ray.init()` elsewhere on this machine must not attach to this head.
     temp_dir = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
+    env["RAY_TMPDIR"] = temp_dir  # where `ray start` records "the current cluster" for later `ray.init()`s
     log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed below
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",

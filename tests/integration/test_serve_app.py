@@ -3,7 +3,8 @@
 Two applications share one Serve instance (start-up is the expensive part): ``main`` is built from
 serve/config.yaml's args with only ``model_uri`` pointing at a model registered in a local MLflow
 registry; ``limited`` has tiny limits (one request per generator, one queued), an API key and long
-videos allowed, for the overload / disconnect / auth tests.
+videos allowed, for the overload / disconnect / auth tests. (The fuzz run and the burst test of the
+documented capacity are in test_hardening.py.)
 """
 
 from __future__ import annotations
@@ -65,18 +66,17 @@ def server(ray_session, tmp_path_factory):
                         "job_storage": str(tmp / "jobs")},
                      ingress_options=options["VideoAPI"], text_encoder_options=options["TextEncoder"],
                      generator_options=generator)
-    limited = ServeArgs(
+    limited = ServeArgs(  # one batch row and one waiting slot: the generator's admission refuses the third
         preset="tiny", default_model_uri=None, config_overrides=["runtime.device=cpu"], torch_threads=1,
         max_num_frames=LONG, api_key=API_KEY, retry_after_s=3, job_storage=str(tmp / "jobs-limited"),
-        ingress_options=small, text_encoder_options=small,
-        generator_options={"max_ongoing_requests": 1, "max_queued_requests": 1, "autoscaling_config": None,
-                           "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.3}},
+        max_streams=1, max_waiting=1, ingress_options=small, text_encoder_options=small,
+        generator_options={"autoscaling_config": None, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.3}},
     )
     started = time.perf_counter()
     serve.run(build_app(main), name="main", route_prefix="/")
     serve.run(build_app(limited), name="limited", route_prefix="/limited")
     print(f"\nserve start-up (2 apps, 8 replicas): {time.perf_counter() - started:.1f} s")
-    yield {"url": f"http://127.0.0.1:{port}", "registered": reg}
+    yield {"url": f"http://127.0.0.1:{port}", "registered": reg, "limited_jobs": tmp / "jobs-limited"}
     serve.shutdown()
 
 
@@ -99,7 +99,8 @@ def test_openai_sdk_jobs_on_the_registered_model(server):
     video = client.videos.create_and_poll(prompt="a red ball rolls", seconds="4", poll_interval_ms=100,
                                           extra_body={"seed": 5})
     assert video.status == "completed", video.error
-    assert (video.model, video.seconds, video.size, video.progress) == ("toy-world", "4.125", "48x32", 100)
+    # "4" s at 8 fps: 33 frames (the nearest count the chunking allows); "seconds" echoes the request.
+    assert (video.model, video.seconds, video.size, video.progress) == ("toy-world", "4", "48x32", 100)
     frames = read_video(client.videos.download_content(video.id).read())
     assert frames.shape == (33, 32, 48, 3)
 
@@ -160,12 +161,40 @@ def test_mjpeg_and_fragmented_mp4_streams_decode(server, fmt):
     ("/v1/videos", {"prompt": "x", "seed": -3}, "seed"),
     ("/v1/videos", {"prompt": "x", "size": "1280x720"}, "size"),
     ("/v1/videos/stream", {"prompt": "x", "format": "gif"}, "format"),
+    # What took the machine down or answered 500 (issue 14):
+    ("/v1/videos", {"prompt": "x", "num_frames": 10**30}, "num_frames"),
+    ("/v1/videos/stream", {"prompt": "x", "num_frames": 2**63}, "num_frames"),
+    ("/v1/videos", {"prompt": "x", "num_frames": 10000002}, "num_frames"),
+    ("/v1/videos", {"prompt": "x", "seconds": True}, "seconds"),
+    ("/v1/videos", {"prompt": "x", "num_frames": 21, "seconds": "abc"}, "seconds"),
+    ("/v1/videos", b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", "seed"),
+    ("/v1/videos", {"prompt": "x", "size": "9" * 5000 + "x32"}, "size"),
+    ("/v1/videos", b'{"prompt": "a \\ud800 lone surrogate"}', "prompt"),
+    ("/v1/videos/stream", b'{"prompt": "\xff\xfe"}', None),
+    ("/v1/videos", b'{"prompt": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", None),  # json.loads: RecursionError
 ])
 def test_bad_inputs_are_400_with_reasons(server, path, body, param):
-    r = httpx.post(f"{server['url']}{path}", json=body, timeout=30)
-    assert r.status_code == 400
+    raw = body if isinstance(body, bytes) else None
+    r = httpx.post(f"{server['url']}{path}", json=None if raw else body, content=raw, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+    assert "Traceback" not in r.text and "pid" not in r.text
+
+
+def test_wrong_charsets_methods_and_sizes_are_4xx_and_listing_still_works(server):
+    url = server["url"]
+    r = httpx.post(f"{url}/v1/videos", content=b'{"prompt": "x"}',
+                   headers={"content-type": "application/json; charset=klingon"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_charset"
+    r = httpx.get(f"{url}/v1/videos/stream")  # a route, not a video called "stream"
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = httpx.post(f"{url}/v1/videos", content=b'{"prompt": "' + b"x" * 200_000 + b'"}')
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = httpx.get(f"{url}/v1/videos", params={"limit": "9" * 5000})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
+    assert httpx.get(f"{url}/v1/videos").status_code == 200  # a bad prompt never became a stored job
 
 
 def test_unknown_ids_are_404_and_the_server_keeps_serving(server):
@@ -241,3 +270,17 @@ def test_overload_is_503_and_a_disconnect_frees_the_replica(server):
     freed = time.perf_counter() - hang_up
     print(f"replica freed after disconnect: {freed_b:.3f} s (queued stream started), {freed:.3f} s (idle)")
     assert r.status_code == 200 and freed < 5
+
+
+def test_job_mp4s_are_deleted_when_the_app_shuts_down(server):
+    """Last in this module: it deletes the ``limited`` application."""
+    from openai import OpenAI
+    from ray import serve
+
+    client = OpenAI(base_url=f"{server['url']}/limited/v1", api_key=API_KEY, max_retries=0)
+    video = client.videos.create_and_poll(prompt="kept until shutdown", poll_interval_ms=100,
+                                          extra_body={"num_frames": 9})
+    assert video.status == "completed"
+    assert len(list(server["limited_jobs"].glob("*.mp4"))) >= 1
+    serve.delete("limited")  # a graceful shutdown: the job store's replica deletes its files
+    assert not list(server["limited_jobs"].glob("*.mp4"))

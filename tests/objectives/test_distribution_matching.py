@@ -215,3 +215,23 @@ def test_timestep_draws_shift_clamp_and_exit_step_range(schedule):
     ranged = draw_timesteps(512, 1, schedule, g, 20.0, 980.0, t_range=(250.0, 500.0))
     lo, hi = (1000 * schedule.shift_sigma(s) for s in (0.25, 0.5))
     assert lo - 1e-3 <= float(ranged.min()) and float(ranged.max()) <= hi + 1e-3
+
+
+def test_guided_real_score_is_one_batched_call_equal_to_two(make_model, text, schedule):
+    """CFG's conditional and unconditional passes run as one call on 2B samples and give what two
+    separate calls give."""
+    from selfforcing.objectives import guided_x0, x0_prediction
+
+    model = make_model(seed=3)
+    calls = []
+    model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    g = torch.Generator().manual_seed(5)
+    x_t = torch.randn(2, 6, 4, 4, 6, generator=g, dtype=torch.float64)
+    t = torch.full((2, 6), 400.0, dtype=torch.float64)
+    negative = torch.randn(text.shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        guided = guided_x0(model, x_t, t, text, negative, 3.0, schedule)
+        assert calls == [4]
+        cond = x0_prediction(model, x_t, t, text, schedule)
+        uncond = x0_prediction(model, x_t, t, negative, schedule)
+    torch.testing.assert_close(guided, cond + 3.0 * (cond - uncond), rtol=1e-9, atol=1e-9)

@@ -10,6 +10,7 @@ import numpy as np
 
 from selfforcing.inference.video_io import read_video
 from selfforcing.serving.encoders import make_encoder
+from selfforcing.serving.messages import ChunkItem
 from selfforcing.serving.sessions import run_video_job, stream_bytes
 
 
@@ -17,8 +18,10 @@ class FakeChunks:
     """An async iterator of generator chunks with the handle generator's ``cancel``."""
 
     def __init__(self, n: int = 3, delay: float = 0.0, fail_at: int | None = None) -> None:
-        self.items = [{"index": i, "num_chunks": n, "frame_start": i * 4, "seconds": 0.0, "elapsed": 0.0,
-                       "frames": np.full((4 if i else 1, 32, 48, 3), (40 * i) % 256, np.uint8)} for i in range(n)]
+        self.items = [ChunkItem(index=i, num_chunks=n, frame_start=i * 4, latent_start=i, seconds=0.0,
+                                elapsed=0.0, batch=1,
+                                frames=np.full((4 if i else 1, 32, 48, 3), (40 * i) % 256, np.uint8))
+                      for i in range(n)]
         self.delay, self.fail_at, self.cancelled, self.i = delay, fail_at, False, 0
 
     def __aiter__(self):
@@ -38,9 +41,9 @@ class FakeChunks:
 
 
 async def collect(chunks: FakeChunks, deadline_s: float = 10.0) -> list[dict]:
-    first = await anext(chunks)
     now = time.perf_counter()
-    body = stream_bytes(first, chunks, make_encoder("ndjson", 8), {}, now, now + deadline_s, chunks.cancel)
+    body = stream_bytes(None, chunks, make_encoder("ndjson", 8), {}, now, now + deadline_s, chunks.cancel,
+                        "req_test")
     return [json.loads(x) for x in b"".join([b async for b in body]).splitlines()]
 
 
@@ -54,7 +57,10 @@ def test_stream_in_order_and_not_cancelled():
 def test_failure_and_timeout_end_the_stream_with_an_error_and_cancel():
     chunks = FakeChunks(fail_at=2)
     lines = asyncio.run(collect(chunks))
-    assert lines[-1]["object"] == "error" and "boom" in lines[-1]["error"]["message"] and chunks.cancelled
+    # The client learns that generation failed and the request id, never the exception's text.
+    error = lines[-1]["error"]
+    assert lines[-1]["object"] == "error" and error["code"] == "generation_failed" and chunks.cancelled
+    assert "boom" not in error["message"] and "req_test" in error["message"]
     slow = FakeChunks(delay=0.2)
     lines = asyncio.run(collect(slow, deadline_s=0.1))
     assert lines[-1]["error"]["code"] == "timeout" and slow.cancelled
@@ -98,8 +104,8 @@ def run_job(store: FakeStore, opens: list, retry_after_s: float = 0.01, deadline
             raise item
         return item
 
-    asyncio.run(run_video_job("v", {"fps": 8}, open_stream, store, time.perf_counter() + deadline_s,
-                              retry_after_s, lambda e: isinstance(e, OverflowError)))
+    asyncio.run(run_video_job("v", 8, open_stream, store, time.perf_counter() + deadline_s,
+                              retry_after_s, lambda e: isinstance(e, OverflowError), "req_job"))
 
 
 def test_job_writes_progress_and_a_decodable_mp4_after_retrying_overload():
@@ -113,6 +119,7 @@ def test_job_failures():
     store = FakeStore()
     run_job(store, [FakeChunks(fail_at=1)])
     assert store.result[:2] == ("failed", "generation_failed")
+    assert "boom" not in store.result[2] and "req_job" in store.result[2]
     store = FakeStore()
     run_job(store, [OverflowError("full")] * 3, retry_after_s=0.05, deadline_s=0.08)
     assert store.result[:2] == ("failed", "overloaded")

@@ -152,6 +152,11 @@ class GenerationConfig(StrictModel):
     teacher_steps: int = Field(50, gt=0, description="Euler steps for N-step (teacher) sampling")
     teacher_shift: float = Field(8.0, gt=0, description="schedule shift for N-step teacher sampling")
     negative_prompt: str = Field("", description="unconditional prompt for guidance")
+    overlap_decode: bool | Literal["auto"] = Field(
+        "auto",
+        description="decode chunk i while the DiT denoises chunk i+1 (DiT in a worker thread, VAE on a side "
+        "CUDA stream); auto = true on CUDA devices, false on the CPU (both compete for the same cores there)",
+    )
 
     @model_validator(mode="after")
     def _sink_in_window(self) -> GenerationConfig:
@@ -171,6 +176,19 @@ class RuntimeConfig(StrictModel):
         "auto", description="attention kernel; auto = flash-attn on CUDA when installed, else SDPA"
     )
     gradient_checkpointing: bool = Field(False, description="recompute block activations in backward")
+    compile: Literal["none", "default", "max-autotune-no-cudagraphs"] = Field(
+        "none",
+        description="torch.compile mode for the DiT blocks at inference ('none' = eager); the KV-cache "
+        "reads/writes stay eager, so one compiled graph serves every chunk position; eager if compiling fails",
+    )
+    precision: Literal["default", "bf16-residual", "fp8"] = Field(
+        "default",
+        description="inference numerics: default keeps the residual stream in float32; bf16-residual keeps "
+        "it in the parameter dtype; fp8 adds float8 (e4m3, row/channel scaled) block matmuls (CUDA sm89+)",
+    )
+    cudnn_benchmark: bool = Field(
+        False, description="let cuDNN autotune convolution kernels (the VAE) for the shapes it meets"
+    )
 
 
 class PlatformConfig(StrictModel):

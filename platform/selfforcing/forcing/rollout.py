@@ -24,20 +24,25 @@ class NoiseSource:
     """Per-sample Gaussian noise streams: sample ``b`` draws from its own seeded generator.
 
     Batching prompts (or serving streams together) therefore never changes any one stream's noise, so a
-    batched generation equals the unbatched one with the same seed. Draws happen on the CPU (cheap at
-    latent sizes) so results do not depend on the device.
+    batched generation equals the unbatched one with the same seed. By default the generators live on
+    the CPU, so results do not depend on the device (training relies on that). ``device=`` puts them on
+    the model's device instead (inference): draws are then asynchronous kernels, with no blocking
+    host-to-device copy per denoising step; a seed gives a different (equally valid) stream there.
     """
 
-    def __init__(self, seeds: Sequence[int]) -> None:
+    def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None) -> None:
         self.seeds = [int(s) for s in seeds]
-        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.device = torch.device("cpu" if device is None else device)
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
 
     def __len__(self) -> int:
         return len(self.generators)
 
     def draw(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Noise [B, *shape]: one independent draw per sample."""
-        samples = [torch.randn(tuple(shape), generator=g) for g in self.generators]
+        """Noise [B, *shape]: one independent draw per sample (float32 draws, then cast to ``dtype``)."""
+        samples = [
+            torch.randn(tuple(shape), generator=g, device=g.device, dtype=torch.float32) for g in self.generators
+        ]
         return torch.stack(samples).to(device=device, dtype=dtype)
 
     @classmethod
@@ -46,11 +51,15 @@ class NoiseSource:
         out = cls([])
         out.seeds = [g.initial_seed() for g in generators]
         out.generators = list(generators)
+        devices = {g.device for g in out.generators}
+        if len(devices) > 1:
+            raise ValueError(f"generators must share one device, got {sorted(map(str, devices))}")
+        out.device = devices.pop() if devices else torch.device("cpu")
         return out
 
     def select(self, indices: Sequence[int]) -> NoiseSource:
         """A source over a subset of the samples (sharing their generator state)."""
-        out = NoiseSource([])
+        out = NoiseSource([], self.device)
         out.seeds = [self.seeds[i] for i in indices]
         out.generators = [self.generators[i] for i in indices]
         return out

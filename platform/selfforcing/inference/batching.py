@@ -113,9 +113,14 @@ class ChunkBatcher:
         self.cache.add_row()
         decoder = self.pipe.vae.streaming_decoder() if self.decode else None
         self.streams.append(
-            _Stream(stream_id, self._embed(text), torch.Generator().manual_seed(int(seed)), num_chunks, decoder)
+            _Stream(stream_id, self._embed(text), self._generator(seed), num_chunks, decoder)
         )
         self._text = None
+
+    def _generator(self, seed: int) -> torch.Generator:
+        """The stream's noise generator, on the model's device like ``VideoPipeline.stream``'s, so a
+        batched stream draws exactly its solo noise, without a host-to-device copy per step."""
+        return torch.Generator(device=self.pipe.device).manual_seed(int(seed))
 
     def set_text(self, stream_id: str, text: torch.Tensor) -> None:
         """Switch a stream's prompt: later chunks attend to the new text, the frame cache is kept."""

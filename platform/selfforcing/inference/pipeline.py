@@ -15,7 +15,11 @@ from ..config.geometry import VideoGeometry
 from ..diffusion.schedule import FlowMatchSchedule
 from ..forcing.rollout import NoiseSource, RolloutConfig, rollout
 from ..models.factory import build_components, resolve_device
+from ..models.kv_cache import KVCachePool
 from ..models.wan_dit import WanDiT
+from .compiled import CompiledBlocks
+from .overlap import BackgroundRollout, ChunkReady, decode_to_host
+from .precision import PrecisionMode
 
 
 @dataclass
@@ -55,6 +59,9 @@ class VideoPipeline:
 
     ``stream`` is the primitive: it yields every chunk as soon as it is denoised and decoded, which is
     what makes the first frames reach a viewer long before the video is finished.
+
+    ``config.runtime`` switches are applied to the model here (it belongs to the pipeline from now on):
+    ``precision`` (``self.precision``), ``compile`` (``self.compiled``) and ``cudnn_benchmark``.
     """
 
     def __init__(self, config: PlatformConfig, model: WanDiT, text_encoder, vae, device: torch.device):
@@ -62,7 +69,13 @@ class VideoPipeline:
         self.model = model.eval()
         self.text_encoder = text_encoder
         self.vae = vae
-        self.device = device
+        self.device = torch.device(device)
+        runtime = config.runtime
+        self.precision = PrecisionMode(self.model, runtime.precision)
+        self.compiled = CompiledBlocks(self.model, runtime.compile)
+        if runtime.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True  # process-wide, as cuDNN's setting is
+        self.kv_caches = KVCachePool(max_idle=1)
         self.schedule = FlowMatchSchedule(config.schedule.num_train_timesteps, config.schedule.shift)
         steps = config.schedule.denoising_steps
         if config.schedule.warp_denoising_steps:
@@ -100,6 +113,11 @@ class VideoPipeline:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def overlaps_decode(self) -> bool:
+        """Whether ``stream`` decodes chunk i while the DiT denoises chunk i+1 (``generation.overlap_decode``)."""
+        mode = self.config.generation.overlap_decode
+        return self.device.type == "cuda" if mode == "auto" else mode
+
     def stream(
         self,
         prompts: str | Sequence[str],
@@ -133,33 +151,52 @@ class VideoPipeline:
             text = self.encode_prompts(prompts)
         else:
             text = text_embeddings.to(device=self.device, dtype=next(self.model.parameters()).dtype)
-        cache = self.model.new_kv_cache(
-            len(prompts), window_frames=window, sink_frames=sink,
-            max_frames=None if window else given + geo.latent_frames,
-        )
+        spec = dict(batch_size=len(prompts), window_frames=window, sink_frames=sink,
+                    max_frames=None if window else given + geo.latent_frames)
+        key = tuple(sorted(spec.items()))
+        cache = self.kv_caches.lease(key, lambda: self.model.new_kv_cache(**spec))
         decoder = self.vae.streaming_decoder() if decode else None
-        chunks = rollout(
-            self.model, text, geo.num_chunks,
-            (self.config.model.in_dim, geo.latent_height, geo.latent_width),
-            RolloutConfig(self.timesteps, geo.frames_per_chunk, self.config.schedule.context_noise),
-            self.schedule, NoiseSource(seeds), cache, initial_latents=initial_latents,
-        )
-        frame_start = 0
-        last = start
-        for index, chunk in enumerate(chunks):
-            frames = None
-            if decoder is not None:
-                with torch.no_grad():
-                    frames = frames_to_uint8(decoder.decode_chunk(chunk.latents))
-            self._sync()
-            now = time.perf_counter()
-            yield VideoChunk(
-                index=index, latent_start=chunk.start_frame, latents=chunk.latents.detach(),
-                frames=frames, frame_start=frame_start, seconds=now - last, elapsed=now - start,
-                given=chunk.given,
+        chunks = None
+        try:
+            chunks = rollout(
+                self.model, text, geo.num_chunks,
+                (self.config.model.in_dim, geo.latent_height, geo.latent_width),
+                RolloutConfig(self.timesteps, geo.frames_per_chunk, self.config.schedule.context_noise),
+                # Noise drawn on the model's device: no blocking host-to-device copy per denoising step.
+                self.schedule, NoiseSource(seeds, device=self.device), cache, initial_latents=initial_latents,
             )
-            frame_start += 0 if frames is None else frames.shape[1]
-            last = time.perf_counter()
+            if self.overlaps_decode():
+                chunks = BackgroundRollout(chunks, self.device)
+                # A high-priority stream: the decode of chunk i takes SMs first as they free up, so a
+                # chunk's frames (the first one's above all) are not slowed by the DiT running ahead.
+                side = torch.cuda.Stream(self.device, priority=-1) if self.device.type == "cuda" else None
+            else:
+                chunks = ((chunk, ChunkReady(None)) for chunk in chunks)
+            frame_start = 0
+            last = start
+            for index, (chunk, ready) in enumerate(chunks):
+                frames = None
+                if decoder is None:
+                    ready.synchronize()
+                elif isinstance(chunks, BackgroundRollout):
+                    frames = decode_to_host(decoder, chunk.latents.detach(), ready, side).numpy()
+                else:
+                    with torch.no_grad():
+                        frames = frames_to_uint8(decoder.decode_chunk(chunk.latents))
+                if not isinstance(chunks, BackgroundRollout):
+                    self._sync()
+                now = time.perf_counter()
+                yield VideoChunk(
+                    index=index, latent_start=chunk.start_frame, latents=chunk.latents.detach(),
+                    frames=frames, frame_start=frame_start, seconds=now - last, elapsed=now - start,
+                    given=chunk.given,
+                )
+                frame_start += 0 if frames is None else frames.shape[1]
+                last = time.perf_counter()
+        finally:
+            if chunks is not None:
+                chunks.close()  # stops and joins the DiT thread before the cache is reused
+            self.kv_caches.give_back(key, cache)
 
     def generate(self, prompts: str | Sequence[str], num_frames: int | None = None, seed=0, **kwargs):
         """Run ``stream`` to the end and concatenate: latents [B, F, ...], frames uint8 [B, T, H, W, 3]."""

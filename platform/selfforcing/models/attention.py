@@ -7,6 +7,7 @@ attention of the full-sequence training path, and the KV cache's eviction rule.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,12 +36,19 @@ def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 ATTENTION_BACKENDS: dict[str, AttentionFn] = {"sdpa": _sdpa, "flash": _flash}
 
 
+@functools.cache
 def flash_available() -> bool:
+    """CUDA and the flash-attn package; asked once per process (``find_spec`` walks ``sys.path``)."""
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
+@functools.lru_cache(maxsize=64)
 def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
-    """Pick the kernel once: flash-attn on CUDA in half precision when installed, SDPA otherwise."""
+    """Pick the kernel: flash-attn on CUDA in half precision when installed, SDPA otherwise.
+
+    Memoised per (name, device, dtype): the model asks on every forward, and the answer only depends
+    on those (an error for a bad name is raised again on every call, never cached).
+    """
     if name == "auto":
         half = dtype in (torch.float16, torch.bfloat16)
         return "flash" if device.type == "cuda" and half and flash_available() else "sdpa"

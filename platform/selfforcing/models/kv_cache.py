@@ -9,8 +9,10 @@ a prefix of the buffer. All index arithmetic happens once per model call on Pyth
 
 from __future__ import annotations
 
+import threading
 import weakref
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +47,9 @@ class CacheStep:
     num_frames: int
     tokens_per_frame: int
     rows: tuple[RowPlan, ...]
+    # [B, 1, 1, visible_tokens] bool, False on shorter rows' padding; None when every row sees the same
+    # prefix. Built once per call on the device (fills, no host-to-device copy), shared by all layers.
+    key_mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def shared(self) -> bool:
@@ -209,7 +214,16 @@ class KVCache:
         distinct = sorted(set(starts))
         plans = {s: self._plan(s, num_frames) for s in distinct}
         rows = (plans[distinct[0]],) if len(distinct) == 1 else tuple(plans[s] for s in starts)
-        return CacheStep(tuple(starts), num_frames, tokens_per_frame, rows)
+        return CacheStep(tuple(starts), num_frames, tokens_per_frame, rows, self._key_mask(rows))
+
+    def _key_mask(self, rows: tuple[RowPlan, ...]) -> torch.Tensor | None:
+        lengths = [p.visible_tokens for p in rows]
+        if len(set(lengths)) <= 1:
+            return None
+        mask = torch.ones(len(rows), max(lengths), dtype=torch.bool, device=self.device)
+        for row, length in enumerate(lengths):
+            mask[row, length:] = False  # a fill on the device: no host data, no sync
+        return mask[:, None, None, :]
 
     def commit(self, step: CacheStep) -> None:
         """Record that the call of ``step`` wrote its frames (called once, after all layers)."""
@@ -236,11 +250,7 @@ class KVCache:
         False on each shorter row's padding.
         """
         n, length = self.active_rows, step.visible_tokens
-        mask = None
-        if not step.shared and len({p.visible_tokens for p in step.rows}) > 1:
-            lengths = torch.tensor([p.visible_tokens for p in step.rows], device=self.device)
-            mask = (torch.arange(length, device=self.device) < lengths[:, None])[:, None, None, :]
-        return self.k[layer, :n, :length], self.v[layer, :n, :length], mask
+        return self.k[layer, :n, :length], self.v[layer, :n, :length], step.key_mask
 
     def context(self, layer: int, step: CacheStep) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys/values of the visible frames *before* the chunk (detached), or None at the start."""
@@ -300,3 +310,38 @@ class KVCache:
     @property
     def nbytes(self) -> int:
         return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+
+
+class KVCachePool:
+    """Idle caches kept for the next generation of the same shape, so a stream reuses preallocated
+    buffers instead of allocating (and zeroing) gigabytes per request.
+
+    ``lease(key, make)`` hands out an idle cache of ``key`` (reset: no frames, no prompt) or a new one
+    from ``make()``; ``give_back`` returns it. At most ``max_idle`` caches are kept, the least recently
+    returned dropped first. Thread-safe: serving runs several generations at once.
+    """
+
+    def __init__(self, max_idle: int = 1) -> None:
+        if max_idle < 0:
+            raise ValueError(f"max_idle={max_idle} must be >= 0")
+        self.max_idle = max_idle
+        self._idle: OrderedDict[int, tuple[Hashable, KVCache]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lease(self, key: Hashable, make: Callable[[], KVCache]) -> KVCache:
+        with self._lock:
+            for ident, (k, cache) in self._idle.items():
+                if k == key:
+                    del self._idle[ident]
+                    return cache
+        return make()
+
+    def give_back(self, key: Hashable, cache: KVCache) -> None:
+        cache.reset()
+        with self._lock:
+            self._idle[id(cache)] = (key, cache)
+            while len(self._idle) > self.max_idle:
+                self._idle.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._idle)

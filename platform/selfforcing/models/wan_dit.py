@@ -19,7 +19,7 @@ from ..config.schema import ModelConfig
 from .attention import AttentionPattern, attention, chunked_attention, resolve_backend
 from .checkpointing import CachePins, ReplayFlag, checkpoint_block, guarded_write
 from .kv_cache import CacheStep, KVCache
-from .rope import apply_rope, rope_angles
+from .rope import apply_rope, rope_table
 
 SelfAttend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 TextKV = Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor]]
@@ -107,6 +107,12 @@ def _gate(y: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
     return (y.float().unflatten(1, (frames, -1)) * gate[:, :, None]).flatten(1, 2)
 
 
+def _residual_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + y in the residual stream's dtype (``x``'s), rounded once: float32 by default, the parameter
+    dtype under ``WanDiT.residual_dtype`` (the opt-in faster precision mode)."""
+    return x + y if x.dtype == y.dtype else (x.float() + y.float()).to(x.dtype)
+
+
 class WanBlock(nn.Module):
     """Self-attention, text cross-attention and FFN, each wrapped in Wan's adaLN modulation."""
 
@@ -124,14 +130,14 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d**0.5)
 
     def forward(self, x, e0, rope, attend: SelfAttend, text_kv: TextKV, backend: str) -> torch.Tensor:
-        """x [B, F*T, C] float32, e0 [B, F, 6, C] float32."""
+        """x [B, F*T, C] in the residual dtype (float32 by default), e0 [B, F, 6, C] float32."""
         frames = e0.shape[1]
         m = (self.modulation.float()[:, None] + e0).unbind(dim=2)
         y = self.self_attn(_modulate(self.norm1(x), m[0], m[1], frames), rope, attend)
-        x = x + _gate(y, m[2], frames)
-        x = x + self.cross_attn(self.norm3(x).float(), text_kv, backend).float()
+        x = _residual_add(x, _gate(y, m[2], frames))
+        x = _residual_add(x, self.cross_attn(self.norm3(x).float(), text_kv, backend).float())
         y = _linear(self.ffn[2], self.ffn[1](_linear(self.ffn[0], _modulate(self.norm2(x), m[3], m[4], frames))))
-        return x + _gate(y, m[5], frames)
+        return _residual_add(x, _gate(y, m[5], frames))
 
 
 class WanHead(nn.Module):
@@ -163,6 +169,8 @@ class WanDiT(nn.Module):
         self.config = cfg = config
         self.attention_backend = attention_backend
         self.gradient_checkpointing = False
+        # float32 (Wan's numerics); inference may opt into the parameter dtype (inference/precision.py).
+        self.residual_dtype = torch.float32
         self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(
             nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
@@ -261,7 +269,7 @@ class WanDiT(nn.Module):
         w = self.patch_embedding.weight
         x = self.patch_embedding(latents.transpose(1, 2).to(w.dtype))  # [B, C, F, h, w]
         grid = tuple(x.shape[2:])
-        return x.flatten(2).transpose(1, 2).float(), grid
+        return x.flatten(2).transpose(1, 2).to(self.residual_dtype), grid
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         b = out.shape[0]
@@ -277,11 +285,11 @@ class WanDiT(nn.Module):
         cfg = self.config
         if isinstance(start_frame, int) or len(set(start_frame)) == 1:
             first = start_frame if isinstance(start_frame, int) else start_frame[0]
-            return rope_angles(first, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
+            return rope_table(first, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
                                cfg.rope_time_scale)
         if len(start_frame) != batch:
             raise ValueError(f"got {len(start_frame)} start frames for a batch of {batch}")
-        per_row = [rope_angles(s, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
+        per_row = [rope_table(s, *grid, cfg.head_dim, cfg.rope_theta, device, cfg.rope_spatial_period,
                                cfg.rope_time_scale) for s in start_frame]
         return torch.stack([c for c, _ in per_row]), torch.stack([s for _, s in per_row])
 

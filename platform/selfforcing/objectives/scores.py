@@ -27,10 +27,13 @@ def guided_x0(
     """Real score with CFG in the release's form: c + g (c - u), u from the negative prompt.
 
     (g = 3 is "CFG 4" in the usual u + w (c - u) form.) Without a negative prompt or with g = 0 it is
-    the conditional prediction.
+    the conditional prediction. The conditional and unconditional passes run as one call on a batch of
+    2B (one pass over the teacher's weights instead of two: under ZeRO-3 that halves the gathers).
     """
-    cond = x0_prediction(model, x_t, t, text, schedule)
     if negative_text is None or guidance_scale == 0:
-        return cond
-    uncond = x0_prediction(model, x_t, t, negative_text, schedule)
+        return x0_prediction(model, x_t, t, text, schedule)
+    both = x0_prediction(
+        model, torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, negative_text.to(text)]), schedule
+    )
+    cond, uncond = both.chunk(2)
     return cond + guidance_scale * (cond - uncond)

@@ -6,7 +6,9 @@ Server -> client: JSON text messages (``session``, ``chunk``, ``prompt``, ``paus
 ``stats``, ``pong``, ``done``, ``error``, ``closed``) and binary media: after each ``chunk`` header come
 ``num_frames`` binary messages, one JPEG each (``format: "jpeg"``), or one fragmented-MP4 piece
 (``format: "mp4"``; the first piece carries the init segment). Errors are messages; the connection
-stays open (except after ``idle_timeout`` and ``close``). serve/README.md documents the protocol.
+stays open, except after ``idle_timeout`` and ``close`` (1000), a message over the size limit (1009) and an
+unexpected server error (1011): every end is a close frame, never a dropped connection.
+serve/README.md documents the protocol; ``live_messages`` holds the message catalogue and its parser.
 
 ``LiveSession`` talks to a ``LiveBackend`` (the ingress adapts the text-encoder and generator
 deployments to it), so the protocol is tested with a fake backend and a fake socket.
@@ -16,33 +18,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any, Protocol
 
 from ..inference.video_io import encode_jpeg
 from .encoders import Mp4Encoder
-from .validation import MAX_SEED
+from .live_messages import (
+    MAX_MESSAGE_CHARS,
+    CloseMessage,
+    LiveError,
+    PauseMessage,
+    PingMessage,
+    PromptMessage,
+    ResumeMessage,
+    StartMessage,
+    StatsMessage,
+    parse_message,
+)
+from .messages import ChunkItem, StreamFailure
+
+log = logging.getLogger("ray.serve")
+
+__all__ = ["Disconnected", "LiveError", "LiveLimits", "LiveSession", "StartMessage"]
 
 
 class Disconnected(Exception):
     """The client went away."""
-
-
-class StartMessage(BaseModel):
-    """``{"type": "start", ...}``: opens the session."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["start"]
-    prompt: str
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    format: Literal["jpeg", "mp4"] = "jpeg"
-    max_chunks: int | None = Field(None, ge=1, description="stop after this many chunks (default: never)")
-    jpeg_quality: int = Field(85, ge=10, le=100)
 
 
 class Transport(Protocol):
@@ -57,7 +61,7 @@ class LiveStream(Protocol):
 
     info: dict[str, Any]
 
-    def chunks(self) -> AsyncIterator[dict[str, Any]]: ...
+    def chunks(self) -> AsyncIterator[ChunkItem | StreamFailure]: ...
     async def set_prompt(self, prompt: str, prompt_id: int) -> None: ...
     async def pause(self) -> None: ...
     async def resume(self) -> None: ...
@@ -66,17 +70,6 @@ class LiveStream(Protocol):
 
 class LiveBackend(Protocol):
     async def open(self, start: StartMessage, seed: int) -> LiveStream: ...  # raises LiveError
-
-
-class LiveError(Exception):
-    """An error the client receives as an ``error`` message."""
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code, self.message, self.extra = code, message, extra
-
-    def body(self) -> dict[str, Any]:
-        return {"type": "error", "error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 @dataclass
@@ -89,9 +82,10 @@ class LiveSession:
     """One WebSocket connection: at most one running stream at a time, restartable after it ends."""
 
     def __init__(self, transport: Transport, backend: LiveBackend, limits: LiveLimits,
-                 new_seed: Callable[[], int], model: dict[str, Any] | None = None) -> None:
+                 new_seed: Callable[[], int], model: dict[str, Any] | None = None, request_id: str = "-") -> None:
         self.ws, self.backend, self.limits, self.new_seed = transport, backend, limits, new_seed
         self.model = model or {}
+        self.request_id = request_id
         self.stream: LiveStream | None = None
         self.pump: asyncio.Task | None = None
         self.paused = False
@@ -133,57 +127,55 @@ class LiveSession:
                     await self.ws.close(1000)
                     return
                 if raw is Disconnected:
+                    log.info("live session %s: the client disconnected", self.request_id)
                     return
                 if not await self.handle(raw):
                     return
         except Disconnected:
             return
+        except Exception:  # noqa: BLE001 - a bug must end in a close frame, not a dropped connection
+            log.exception("live session %s failed", self.request_id)
+            await self._close_after_error("internal_error", "the server had an error in this session "
+                                          f"(request id {self.request_id}); start a new one", 1011)
         finally:
             read_task.cancel()
             await self._stop()
 
+    async def _close_after_error(self, code: str, message: str, close_code: int) -> None:
+        try:
+            await self.error(code, message)
+            await self.send({"type": "closed", "reason": code})
+        except Exception:  # noqa: BLE001 - the client may be gone already; the close below still runs
+            pass
+        await self.ws.close(close_code)
+
     async def handle(self, raw: str | bytes) -> bool:
         """One client message; False once the session is closed."""
-        if isinstance(raw, bytes):
-            await self.error("invalid_message", "binary messages are not accepted; send JSON text")
-            return True
+        if len(raw) > MAX_MESSAGE_CHARS:
+            await self._close_after_error("message_too_large", f"a message may have at most {MAX_MESSAGE_CHARS} "
+                                          "characters", 1009)
+            return False
         try:
-            msg = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            await self.error("invalid_json", f"not valid JSON: {exc}")
-            return True
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        handler = {"start": self._start, "prompt": self._prompt, "pause": self._pause, "resume": self._resume,
-                   "stats": self._stats, "ping": self._ping, "close": self._close}.get(kind)
-        if handler is None:
-            await self.error("unknown_message", f"unknown message type {kind!r}; valid types: "
-                             "['start', 'prompt', 'pause', 'resume', 'stats', 'ping', 'close']")
-            return True
-        try:
-            return await handler(msg) is not False
+            msg = parse_message(raw)
+            handler = self._handlers[type(msg)]
+            return await handler(self, msg) is not False
         except LiveError as err:
             await self.send(err.body())
             return True
 
     # ------------------------------------------------------------------ messages
-    def _check_prompt(self, prompt: Any) -> str:
-        if not isinstance(prompt, str) or not prompt.strip():
+    def _check_prompt(self, prompt: str) -> str:
+        if not prompt.strip():
             raise LiveError("empty_prompt", "'prompt' must be a non-empty string", param="prompt")
         if len(prompt) > self.limits.max_prompt_chars:
             raise LiveError("prompt_too_long", f"'prompt' has {len(prompt)} characters; the maximum is "
                             f"{self.limits.max_prompt_chars}", param="prompt")
         return prompt.strip()
 
-    async def _start(self, msg: dict[str, Any]) -> None:
+    async def _start(self, start: StartMessage) -> None:
         if self.stream is not None:
             raise LiveError("already_started", "a stream is running; send 'close' or wait for 'done'")
-        try:
-            start = StartMessage.model_validate(msg)
-        except ValidationError as err:
-            first = err.errors()[0]
-            param = ".".join(str(p) for p in first["loc"])
-            raise LiveError("invalid_value", f"invalid {param!r}: {first['msg']}", param=param) from None
-        start.prompt = self._check_prompt(start.prompt)
+        start = start.model_copy(update={"prompt": self._check_prompt(start.prompt)})
         seed = start.seed if start.seed is not None else self.new_seed()
         self.stream = await self.backend.open(start, seed)
         self.paused, self.prompt_id, self.sent, self.seconds = False, 0, 0, []
@@ -192,44 +184,49 @@ class LiveSession:
                          "prompt_id": 0, "idle_timeout_s": self.limits.idle_timeout_s})
         self.pump = asyncio.create_task(self._pump(self.stream, start))
 
-    async def _prompt(self, msg: dict[str, Any]) -> None:
+    async def _prompt(self, msg: PromptMessage) -> None:
         if self.stream is None:
             raise LiveError("not_started", "send 'start' first")
-        prompt = self._check_prompt(msg.get("prompt"))
+        prompt = self._check_prompt(msg.prompt)
         self.prompt_id += 1
         self._switch_sent[self.prompt_id] = time.perf_counter()
         await self.stream.set_prompt(prompt, self.prompt_id)
         await self.send({"type": "prompt", "prompt_id": self.prompt_id, "prompt": prompt})
 
-    async def _pause(self, msg: dict[str, Any]) -> None:
+    async def _pause(self, msg: PauseMessage) -> None:
         if self.stream is None:
             raise LiveError("not_started", "send 'start' first")
         await self.stream.pause()
         self.paused = True
         await self.send({"type": "paused"})
 
-    async def _resume(self, msg: dict[str, Any]) -> None:
+    async def _resume(self, msg: ResumeMessage) -> None:
         if self.stream is None:
             raise LiveError("not_started", "send 'start' first")
         await self.stream.resume()
         self.paused = False
         await self.send({"type": "resumed"})
 
-    async def _stats(self, msg: dict[str, Any]) -> None:
+    async def _stats(self, msg: StatsMessage) -> None:
         s = sorted(self.seconds)
         await self.send({"type": "stats", "running": self.stream is not None, "paused": self.paused,
                          "chunks": self.sent, "prompt_id": self.prompt_id,
                          "median_chunk_seconds": s[len(s) // 2] if s else None,
                          "cache_nbytes": self.last_cache_nbytes})
 
-    async def _ping(self, msg: dict[str, Any]) -> None:
+    async def _ping(self, msg: PingMessage) -> None:
         await self.send({"type": "pong"})
 
-    async def _close(self, msg: dict[str, Any]) -> bool:
+    async def _close(self, msg: CloseMessage) -> bool:
         await self._stop()
         await self.send({"type": "closed", "reason": "client"})
         await self.ws.close(1000)
         return False
+
+    _handlers: dict[type, Callable[..., Any]] = {
+        StartMessage: _start, PromptMessage: _prompt, PauseMessage: _pause, ResumeMessage: _resume,
+        StatsMessage: _stats, PingMessage: _ping, CloseMessage: _close,
+    }
 
     # ------------------------------------------------------------------ media
     async def _pump(self, stream: LiveStream, start: StartMessage) -> None:
@@ -238,17 +235,17 @@ class LiveSession:
         last = time.perf_counter()
         try:
             async for item in stream.chunks():
-                if "error" in item:
-                    await self.send({"type": "error", "error": item["error"]})
+                if isinstance(item, StreamFailure):
+                    await self.send({"type": "error", "error": item.error()})
                     break
-                frames = item["frames"]
+                frames = item.frames
                 media = await asyncio.to_thread(_encode, frames, mp4, start.jpeg_quality)
                 now = time.perf_counter()
-                pid = item.get("prompt_id", 0)
-                header = {"type": "chunk", "index": item["index"], "frame_start": item["frame_start"],
-                          "num_frames": len(frames), "prompt_id": pid, "seconds": item.get("seconds"),
-                          "interval": round(now - last, 4), "batch": item.get("batch"),
-                          "cache_nbytes": item.get("cache_nbytes"), "messages": len(media)}
+                pid = item.prompt_id
+                header = {"type": "chunk", "index": item.index, "frame_start": item.frame_start,
+                          "num_frames": len(frames), "prompt_id": pid, "seconds": item.seconds,
+                          "interval": round(now - last, 4), "batch": item.batch,
+                          "cache_nbytes": item.cache_nbytes, "messages": len(media)}
                 if pid in self._switch_sent:  # first chunk with a new prompt: how long the switch took
                     header["switch_latency"] = round(now - self._switch_sent.pop(pid), 4)
                 last = now
@@ -257,8 +254,8 @@ class LiveSession:
                     for piece in media:
                         await self.ws.send_bytes(piece)
                 self.sent += 1
-                self.seconds.append(item.get("seconds") or 0.0)
-                self.last_cache_nbytes = item.get("cache_nbytes")
+                self.seconds.append(item.seconds or 0.0)
+                self.last_cache_nbytes = item.cache_nbytes
             else:
                 # fMP4: the encoder holds back its last frames until closed; they follow "done".
                 tail = await asyncio.to_thread(mp4.footer, {}) if mp4 is not None else b""
@@ -267,11 +264,12 @@ class LiveSession:
                                                         "messages": int(bool(tail))}))
                     if tail:
                         await self.ws.send_bytes(tail)
-        except (Disconnected, asyncio.CancelledError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - tell the client, keep the connection
-            await self.send({"type": "error", "error": {"code": "generation_failed",
-                                                        "message": f"{type(exc).__name__}: {exc}"}})
+        except Disconnected:
+            log.info("live session %s: the client disconnected", self.request_id)
+        except Exception:  # noqa: BLE001 - tell the client (no internals), keep the connection
+            log.exception("live session %s: stream failed", self.request_id)
+            await self.error("generation_failed", f"generation failed on the server (request id "
+                             f"{self.request_id}); send 'start' to begin again")
         finally:
             stream.cancel()
             if self.stream is stream:

@@ -3,6 +3,7 @@ the Starlette WebSocket as a ``Transport``. The protocol itself is ``live.LiveSe
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,6 +11,18 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .live import Disconnected, LiveError, StartMessage
+from .messages import (
+    ChunkItem,
+    Pause,
+    Refused,
+    Resume,
+    SessionRequest,
+    SetPrompt,
+    StreamFailure,
+    StreamOpened,
+)
+
+log = logging.getLogger("ray.serve")
 
 
 class WebSocketTransport:
@@ -53,20 +66,25 @@ class ServeLiveStream:
         self.session_id, self.response, self.control, self.info = session_id, response, control, info
         self.encode = encode
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.response:
-            yield item
+    async def chunks(self) -> AsyncIterator[ChunkItem | StreamFailure]:
+        """The session's items; Serve cancelling the call (the client went away) is ``Disconnected``."""
+        from ray.serve.exceptions import RequestCancelledError
+
+        try:
+            async for item in self.response:
+                yield item
+        except RequestCancelledError:
+            raise Disconnected() from None
 
     async def set_prompt(self, prompt: str, prompt_id: int) -> None:
         text = await self.encode(prompt)
-        await self.control.put_async((self.session_id, "prompt", (text, {"prompt_id": prompt_id,
-                                                                          "prompt": prompt})))
+        await self.control.put_async(SetPrompt(self.session_id, text, prompt_id))
 
     async def pause(self) -> None:
-        await self.control.put_async((self.session_id, "pause", ()))
+        await self.control.put_async(Pause(self.session_id))
 
     async def resume(self) -> None:
-        await self.control.put_async((self.session_id, "resume", ()))
+        await self.control.put_async(Resume(self.session_id))
 
     def cancel(self) -> None:
         try:
@@ -79,9 +97,9 @@ class ServeLiveBackend:
     """Opens sessions: prompt embedding from the text encoder, then a streaming ``session`` call."""
 
     def __init__(self, text_encoder, generator, is_overload: Callable[[BaseException], bool],
-                 retry_after_s: float) -> None:
+                 retry_after_s: float, request_id: str = "-") -> None:
         self.text_encoder, self.generator = text_encoder, generator
-        self.is_overload, self.retry_after_s = is_overload, retry_after_s
+        self.is_overload, self.retry_after_s, self.request_id = is_overload, retry_after_s, request_id
 
     async def encode(self, prompt: str):
         return await self.text_encoder.encode.remote(prompt)
@@ -89,16 +107,21 @@ class ServeLiveBackend:
     async def open(self, start: StartMessage, seed: int) -> ServeLiveStream:
         session_id = f"live_{secrets.token_hex(8)}"
         text = await self.encode(start.prompt)
-        response = self.generator.options(stream=True).session.remote(
-            session_id, seed, text, start.prompt, start.max_chunks)
+        request = SessionRequest(session_id, seed, start.max_chunks)
+        response = self.generator.options(stream=True).session.remote(request, text)
         try:
-            first = await anext(response)
+            opened = await anext(response)
         except Exception as exc:
             if self.is_overload(exc):
                 raise LiveError("overloaded", "all generators are busy with other streams; retry later",
                                 retry_after_s=self.retry_after_s) from None
-            raise LiveError("generation_failed", f"{type(exc).__name__}: {exc}") from None
-        session = first["session"]
-        info = {"session_id": session_id, "window_frames": session["window_frames"],
-                "batching": session["batching"]}
-        return ServeLiveStream(session_id, response, session["control"], info, self.encode)
+            log.error("live session %s (request %s) could not start", session_id, self.request_id, exc_info=exc)
+            raise LiveError("generation_failed", f"the session could not start (request id {self.request_id})"
+                            ) from None
+        if isinstance(opened, Refused):
+            raise LiveError("overloaded", "all generators are busy with other streams; retry later",
+                            retry_after_s=self.retry_after_s)
+        if not isinstance(opened, StreamOpened):
+            raise TypeError(f"a session began with {type(opened).__name__}")
+        info = {"session_id": session_id, "window_frames": opened.window_frames, "batching": opened.batching}
+        return ServeLiveStream(session_id, response, opened.control, info, self.encode)

@@ -2,13 +2,24 @@
 
 Every replica resolves the source itself (``load_source``), so a ``models:/`` URI is downloaded on the
 node that needs it; nothing but the small ``ModelSourceArgs`` travels through Serve.
+
+A fresh sqlite MLflow store is created (tables, migrations) by the first process that opens it; two
+replicas doing that at once fail (``duplicate column name``) and get restarted. ``prepare_tracking_store``
+does it once: the application builder calls it before any replica starts, and every replica calls it
+again under an exclusive file lock (in the temp folder, named after the database) before touching the
+registry (a no-op then).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +72,52 @@ def _registry_reachable(tracking_uri: str | None) -> bool:
     return Path("mlflow.db").exists()
 
 
+def uses_registry(args: ModelSourceArgs) -> bool:
+    """Whether resolving ``args`` opens the MLflow store."""
+    target = args.model_uri or args.checkpoint
+    if target is not None:
+        return is_model_uri(str(target))
+    return args.default_model_uri is not None and _registry_reachable(args.tracking_uri)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock for a sqlite store (one lock file per database in the machine's temp folder, so
+    nothing is written beside the user's database); nothing for a server URI."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):]).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"selfforcing-mlflow-{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_tracking_store(tracking_uri: str | None = None) -> str:
+    """Create and migrate the MLflow tracking + registry store of ``tracking_uri`` (default: as
+    ``tracking_uri_or_default``) once, under the store lock; returns the URI."""
+    uri = tracking_uri_or_default(tracking_uri)
+    from mlflow import MlflowClient
+
+    with _store_lock(uri):
+        client = MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # opening the store creates / migrates its tables
+        client.search_registered_models(max_results=1)
+    return uri
+
+
 def load_source(args: ModelSourceArgs) -> LoadedSource:
     """Resolve ``args`` to a config (+ checkpoint directory), downloading registry artifacts if needed."""
     from ..models.factory import checkpoint_model_config
 
     base = load_config(args.preset, overrides=args.config_overrides)
+    if uses_registry(args):
+        prepare_tracking_store(args.tracking_uri)
     uri = args.model_uri
     if uri is None and args.checkpoint is None and args.default_model_uri and _registry_reachable(args.tracking_uri):
         try:

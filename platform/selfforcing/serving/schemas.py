@@ -1,10 +1,39 @@
-"""HTTP request and response bodies. Field names follow OpenAI's video API where it has one."""
+"""HTTP request and response bodies. Field names follow OpenAI's video API where it has one.
+
+Request fields are bounded types: a boolean is never a number, strings have a maximum length, integers
+have a range, so the schema (``/openapi.json``) says what is accepted and nothing unbounded reaches the
+validator. Prompt length is checked against the server's own limit by ``validation.RequestValidator``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, StringConstraints
+
+MAX_SEED = 2**63 - 1
+MAX_TEXT_CHARS = 20_000  # hard cap of any text field; prompts have the server's (smaller) limit on top
+
+
+def _not_bool(value: Any) -> Any:
+    """JSON ``true`` must not pass as 1 (pydantic's lax int / float accept booleans)."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+def bounded_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le], never a boolean (the range shows in the JSON schema)."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_not_bool)]
+
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Count = Annotated[int, BeforeValidator(_not_bool)]  # range checked against the server's limits
+Seed = bounded_int(0, MAX_SEED)
+Seconds = Annotated[
+    Annotated[str, StringConstraints(max_length=32)] | StrictInt | StrictFloat, BeforeValidator(_not_bool)
+]
 
 
 class VideoCreateRequest(BaseModel):
@@ -16,15 +45,19 @@ class VideoCreateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="text prompt describing the video")
-    model: str | None = Field(None, description="model id from GET /v1/models (default: the served one)")
-    seconds: str | float | None = Field(
-        None, description="duration; rounded to the nearest frame count the chunking allows"
+    prompt: Text = Field(description="text prompt describing the video")
+    model: ShortText | None = Field(None, description="model id from GET /v1/models (default: the served one)")
+    seconds: Seconds | None = Field(
+        None, description="duration in seconds, e.g. '4' (OpenAI's values: '4', '8', '12'); the frame count "
+        "is rounded to the nearest one the chunking allows, and the video object echoes this value"
     )
-    size: str | None = Field(None, description="'WxH'; must be the model's native size")
-    num_frames: int | None = Field(None, description="pixel frames (1 + 4k, whole chunks); wins over seconds")
-    seed: int | None = Field(None, description="noise seed in [0, 2**63); same seed -> same video")
-    negative_prompt: str | None = Field(
+    size: Annotated[str, StringConstraints(max_length=32)] | None = Field(
+        None, description="'WxH'; must be the model's native size")
+    num_frames: Count | None = Field(
+        None, description="pixel frames (1 + 4k, whole chunks, up to the server maximum); wins over seconds "
+        "(both are validated)")
+    seed: Seed | None = Field(None, description="noise seed in [0, 2**63); same seed -> same video")
+    negative_prompt: Text | None = Field(
         None, description="unconditional prompt; used only by models sampled with guidance"
     )
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..config.geometry import latent_frames_for, pixel_frames_for, valid_pixel_frame_counts_near
-from .errors import from_validation_error, invalid
-from .schemas import VideoCreateRequest, VideoStreamRequest
+from ..config.geometry import latent_frames_for, pixel_frames_for
+from .errors import echo, from_validation_error, invalid
+from .schemas import MAX_SEED, VideoCreateRequest, VideoStreamRequest
 
-MAX_SEED = 2**63 - 1
-_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX]\s*(\d{1,6})\s*$")
 
 
 class ModelInfo(BaseModel):
@@ -67,7 +66,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """A validated request: everything a generator replica needs besides the text embedding."""
+    """A validated request: everything a generator replica needs besides the text embedding. This typed
+    object (not a dict) is what the ingress hands to the job store and the generator deployment."""
 
     prompt: str
     num_frames: int
@@ -76,26 +76,23 @@ class GenerationSpec:
     model: str
     fps: int
     size: str
+    seconds: str  # OpenAI's duration string: the request's ``seconds`` if it gave one, else the length
     format: str | None = None
-
-    @property
-    def seconds(self) -> str:
-        """Duration as OpenAI's ``seconds`` string, e.g. ``"2.625"``."""
-        return f"{self.num_frames / self.fps:g}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class RequestValidator:
-    """Turns request bodies into ``GenerationSpec``s for one served model."""
+    """Turns request bodies into ``GenerationSpec``s for one served model.
+
+    Every number is bounded before any work proportional to it: ``num_frames`` is compared with the
+    server maximum first, and the "nearest valid counts" of an error come from the (short) list of valid
+    counts up to that maximum.
+    """
 
     def __init__(self, info: ModelInfo, limits: Limits) -> None:
         self.info = info
         self.limits = limits
-        self.max_num_frames = max(
-            [n for n in info.valid_num_frames(limits.max_num_frames)] or [0]
-        )
+        self.valid_frames = info.valid_num_frames(limits.max_num_frames)
+        self.max_num_frames = max(self.valid_frames or [0])
         if self.max_num_frames == 0:
             raise ValueError(
                 f"max_num_frames={limits.max_num_frames} is below the shortest video this model makes "
@@ -114,75 +111,87 @@ class RequestValidator:
     def validate(self, body: Mapping[str, Any], stream: bool = False) -> GenerationSpec:
         """Body (parsed JSON or form fields) -> spec; ``APIError`` 400 naming the parameter otherwise."""
         req = self.parse(body, stream)
-        prompt = req.prompt.strip()
+        prompt = self._text(req.prompt, "prompt").strip()
         if not prompt:
             raise invalid("'prompt' must not be empty.", "prompt", "empty_prompt")
-        if len(prompt) > self.limits.max_prompt_chars:
-            raise invalid(
-                f"'prompt' has {len(prompt)} characters; the maximum is {self.limits.max_prompt_chars}.",
-                "prompt", "prompt_too_long",
-            )
-        negative = req.negative_prompt
-        if negative is not None and len(negative) > self.limits.max_prompt_chars:
-            raise invalid(f"'negative_prompt' is longer than {self.limits.max_prompt_chars} characters.",
-                          "negative_prompt", "prompt_too_long")
+        negative = None if req.negative_prompt is None else self._text(req.negative_prompt, "negative_prompt")
         if req.model is not None and req.model != self.info.id:
-            raise invalid(f"Model {req.model!r} is not served here; available: [{self.info.id!r}].",
+            raise invalid(f"Model {echo(req.model)} is not served here; available: [{self.info.id!r}].",
                           "model", "model_not_found")
+        size = self._size(req.size)
+        seconds = None if req.seconds is None else self._seconds(req.seconds)
+        if req.num_frames is not None:
+            num_frames = self._num_frames(req.num_frames)
+        elif seconds is not None:
+            num_frames = self._frames_for_seconds(seconds, req.seconds)
+        else:
+            num_frames = min(self.info.default_num_frames, self.max_num_frames)
+        seconds_text = _seconds_text(req.seconds) if req.seconds is not None and req.num_frames is None \
+            else f"{num_frames / self.info.fps:g}"
         return GenerationSpec(
-            prompt=prompt, num_frames=self._num_frames(req), seed=self._seed(req.seed),
-            negative_prompt=negative, model=self.info.id, fps=self.info.fps, size=self._size(req.size),
+            prompt=prompt, num_frames=num_frames, seed=self._seed(req.seed), negative_prompt=negative,
+            model=self.info.id, fps=self.info.fps, size=size, seconds=seconds_text,
             format=getattr(req, "format", None),
         )
+
+    def _text(self, text: str, param: str) -> str:
+        if len(text) > self.limits.max_prompt_chars:
+            raise invalid(f"{param!r} has {len(text)} characters; the maximum is {self.limits.max_prompt_chars}.",
+                          param, "prompt_too_long")
+        return text
 
     def _size(self, size: str | None) -> str:
         if size is None:
             return self.info.size
         match = _SIZE.match(size)
         if not match:
-            raise invalid(f"'size' must look like 'WIDTHxHEIGHT', got {size!r}.", "size")
+            raise invalid(f"'size' must look like 'WIDTHxHEIGHT', got {echo(size)}.", "size")
         if (int(match[1]), int(match[2])) != (self.info.width, self.info.height):
-            raise invalid(f"size {size!r} is not supported by {self.info.id}; supported: ['{self.info.size}'].",
+            raise invalid(f"size {echo(size)} is not supported by {self.info.id}; supported: ['{self.info.size}'].",
                           "size", "unsupported_size")
         return self.info.size
 
-    def _seed(self, seed: int | None) -> int:
+    @staticmethod
+    def _seed(seed: int | None) -> int:
         if seed is None:
             return secrets.randbelow(2**31)
         if not 0 <= seed <= MAX_SEED:
-            raise invalid(f"'seed' must be in [0, {MAX_SEED}], got {seed}.", "seed")
+            raise invalid(f"'seed' must be in [0, {MAX_SEED}], got {echo(seed)}.", "seed")
         return seed
 
-    def _num_frames(self, req: VideoCreateRequest) -> int:
-        valid = self.info.valid_num_frames(self.max_num_frames)
-        if req.num_frames is not None:
-            n = req.num_frames
-            if n < 1 or not self.info.is_valid_num_frames(n):
-                near = valid_pixel_frame_counts_near(
-                    max(n, 1), self.info.temporal_compression, self.info.frames_per_chunk
-                )
-                raise invalid(
-                    f"num_frames={n} does not fit the chunking (1 + {self.info.temporal_compression}k "
-                    f"frames, whole chunks of {self.info.frames_per_chunk} latent frames); "
-                    f"nearest valid counts: {near}.", "num_frames", "invalid_num_frames",
-                )
-        elif req.seconds is not None:
-            try:
-                seconds = float(req.seconds)
-            except ValueError:
-                raise invalid(f"'seconds' must be a number, got {req.seconds!r}.", "seconds") from None
-            if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-                raise invalid(f"'seconds' must be positive, got {req.seconds!r}.", "seconds")
-            target = seconds * self.info.fps
-            candidates = valid + [pixel_frames_for(
-                (len(valid) + 1) * self.info.frames_per_chunk, self.info.temporal_compression)]
-            n = min(candidates, key=lambda c: (abs(c - target), -c))
-        else:
-            n = min(self.info.default_num_frames, self.max_num_frames)
+    def _seconds(self, value: str | int | float) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise invalid(f"'seconds' must be a number such as '4', got {echo(value)}.", "seconds") from None
+        if not 0 < seconds < float("inf"):
+            raise invalid(f"'seconds' must be a positive number, got {echo(value)}.", "seconds")
+        return seconds
+
+    def _frames_for_seconds(self, seconds: float, raw: Any) -> int:
+        """The valid frame count nearest to ``seconds`` (ties: the longer one)."""
+        limit_s = self.max_num_frames / self.info.fps
+        step = self.info.pixel_frames_per_chunk
+        if seconds * self.info.fps >= self.max_num_frames + step / 2:  # nearer the next count
+            raise invalid(f"seconds={echo(raw)} exceeds the server maximum of {limit_s:g} s "
+                          f"({self.max_num_frames} frames).", "seconds", "video_too_long")
+        target = seconds * self.info.fps
+        return min(self.valid_frames, key=lambda c: (abs(c - target), -c))
+
+    def _num_frames(self, n: int) -> int:
         if n > self.max_num_frames:
+            raise invalid(f"num_frames={echo(n)} exceeds the server maximum of {self.max_num_frames} frames "
+                          f"({self.max_num_frames / self.info.fps:g} s).", "num_frames", "video_too_long")
+        if n < 1 or not self.info.is_valid_num_frames(n):
+            near = sorted(sorted(self.valid_frames, key=lambda v: (abs(v - n), v))[:2])
             raise invalid(
-                f"{n} frames ({n / self.info.fps:g} s) exceed the server maximum of {self.max_num_frames} "
-                f"frames ({self.max_num_frames / self.info.fps:g} s).", "num_frames" if req.num_frames
-                else "seconds", "video_too_long",
+                f"num_frames={n} does not fit the chunking (1 + {self.info.temporal_compression}k frames, "
+                f"whole chunks of {self.info.frames_per_chunk} latent frames); nearest valid counts: {near}.",
+                "num_frames", "invalid_num_frames",
             )
         return n
+
+
+def _seconds_text(value: str | int | float) -> str:
+    """The request's ``seconds`` as OpenAI's string form: ``"4"`` stays ``"4"``, ``4.0`` -> ``"4"``."""
+    return value.strip() if isinstance(value, str) else f"{value:g}"

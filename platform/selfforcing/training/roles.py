@@ -162,13 +162,17 @@ class DiscriminatorRole(_ScoringRole):
 
     def __init__(
         self, discriminator: Discriminator, schedule: FlowMatchSchedule, config: TrainingConfig, seed: int = 0,
-        optimizer: RoleOptimizer | None = None,
+        optimizer: RoleOptimizer | None = None, scoring_network: nn.Module | None = None,
     ) -> None:
+        """``scoring_network`` is what dL/dx is taken through (default: ``discriminator``). Under DeepSpeed
+        the engine trains and its plain module scores: a backward through the engine's forward runs the
+        engine's gradient-reduction epilogue, which an input-only gradient must not trigger."""
         discriminator.requires_grad_(True)
         super().__init__(discriminator, config, seed, optimizer)
         self.discriminator, self.schedule = discriminator, schedule
         self.scorer = build_objective(
-            "gan", ScoreNetworks(discriminator=discriminator), schedule, config.gan, self.generator
+            "gan", ScoreNetworks(discriminator=scoring_network or discriminator), schedule, config.gan,
+            self.generator,
         )
 
     def draw(self, x: torch.Tensor, real: torch.Tensor, meta: SampleMeta | None = None) -> NoisyDraw:

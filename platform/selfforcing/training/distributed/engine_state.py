@@ -30,13 +30,14 @@ def consolidate(engine) -> EngineState:
 
     params: dict[str, torch.Tensor] = {}
     moments: dict[str, dict[str, torch.Tensor]] = {k: {} for k in OPTIMIZER_KEYS}
+    inner = engine.optimizer.optimizer
+    stepped = bool(inner.state)  # AdamW creates its state at the first applied step
     for name, p in engine.module.named_parameters():
         params[name] = safe_get_full_fp32_param(p).detach().float().cpu().clone()
-        for key in OPTIMIZER_KEYS:
+        for key in OPTIMIZER_KEYS if stepped else ():
             value = safe_get_full_optimizer_state(p, key)
             if value is not None:
                 moments[key][name] = value.detach().float().cpu().clone()
-    inner = engine.optimizer.optimizer
     steps = [int(s["step"]) for s in inner.state.values() if "step" in s]
     return EngineState(params, {k: v for k, v in moments.items() if v}, max(steps, default=0))
 

@@ -24,6 +24,7 @@ from ..runs import (
     prepare_output,
     run_output_dir,
 )
+from .scoring_actor import remove_group_placement
 from .worker_loop import WorkerLoopConfig, train_loop_per_worker
 
 __all__ = ["TrainingOutcome", "TrainingStopped", "check_cluster", "required_resources", "run_ode_init",
@@ -101,6 +102,9 @@ def run_training(job: TrainingJobBase, max_steps: int | None = None) -> Training
             trainer.fit()
         except Exception as err:
             raise TrainingStopped(failure_message(job, output_dir, err)) from err
+        finally:
+            if isinstance(job, SelfForcingJobConfig):
+                remove_group_placement(job.run.name)  # whatever the last attempt's rank 0 could not release
         return outcome_from_summary(job, output_dir, tracker.run_id)
     except BaseException:
         if tracker is not None:

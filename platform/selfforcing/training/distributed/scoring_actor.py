@@ -108,7 +108,9 @@ class ScoringHost:
         sched = job.platform.schedule
         schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
         if training.objective == "gan":
-            role = DiscriminatorRole(engine, schedule, training, seed=training.seed, optimizer=optimizer)
+            role = DiscriminatorRole(
+                engine, schedule, training, seed=training.seed, optimizer=optimizer, scoring_network=engine.module
+            )
         else:
             if sc.real_score_zero3:
                 real.requires_grad_(False)
@@ -181,6 +183,23 @@ class ScoringActor(ScoringHost):
         return service.results[step]
 
 
+def placement_group_name(run_name: str) -> str:
+    return f"{run_name}-scoring"
+
+
+def remove_group_placement(run_name: str) -> bool:
+    """Remove the scoring placement group a previous attempt of ``run_name`` left (True if there was one)."""
+    from ray.util import get_placement_group
+    from ray.util.placement_group import remove_placement_group
+
+    try:
+        stale = get_placement_group(placement_group_name(run_name))
+    except ValueError:  # no placement group of that name
+        return False
+    remove_placement_group(stale)
+    return True
+
+
 class ScoringGroup:
     """``num_actors`` scoring actors in one placement group, joined in their own process group."""
 
@@ -194,7 +213,14 @@ class ScoringGroup:
 
         sc = job.scoring
         bundle = {"CPU": sc.cpus_per_actor, **({"GPU": sc.gpus_per_actor} if sc.gpus_per_actor else {})}
-        self.pg = placement_group([dict(bundle) for _ in range(sc.num_actors)], strategy=sc.placement_strategy)
+        # A placement group lives as long as the job that made it, not as long as the worker: the group of
+        # an attempt that died (a killed rank 0) still holds its resources. It has the run's name, so the
+        # next attempt removes it before placing its own.
+        remove_group_placement(job.run.name)
+        self.pg = placement_group(
+            [dict(bundle) for _ in range(sc.num_actors)], strategy=sc.placement_strategy,
+            name=placement_group_name(job.run.name),
+        )
         try:
             ray.get(self.pg.ready(), timeout=timeout_s)
         except Exception as exc:
