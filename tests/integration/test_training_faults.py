@@ -23,7 +23,7 @@ from selfforcing.training.job_config import SelfForcingJobConfig
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = 8
+STEPS = 10  # checkpoints every 2 steps: room for a kill in each of two attempts
 
 
 def _job(tmp: Path, name: str, *overrides: str) -> SelfForcingJobConfig:
@@ -49,36 +49,56 @@ def uninterrupted(ray_session, tmp_path_factory):
     return tmp, outcome
 
 
-def _run_and_kill(job: SelfForcingJobConfig, pid_file: str):
-    """Run ``job`` in a thread; once its first checkpoint is complete, SIGKILL the process in ``pid_file``."""
+def _wait(condition, thread: threading.Thread, what: str, deadline: float) -> None:
+    while not condition():
+        assert thread.is_alive() and time.monotonic() < deadline, f"the run ended before {what}"
+        time.sleep(0.05)
+
+
+def _attempts(out: Path) -> list[dict]:
+    path = out / ATTEMPTS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _run_and_kill(job: SelfForcingJobConfig, victims: list[str]):
+    """Run ``job`` in a thread; in attempt ``i``, once a checkpoint past its starting point is complete,
+    SIGKILL the process named by ``victims[i]`` (a pid file). Returns the outcome, the attempts, the pids."""
     out = Path(job.run.storage_path) / job.run.name
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(outcome=run_self_forcing(job)), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 600
-    first = out / CHECKPOINT_DIR / "step_00000002" / COMPLETE
-    while not first.exists():
-        assert thread.is_alive() and time.monotonic() < deadline, "the run ended before its first checkpoint"
-        time.sleep(0.05)
-    victim = int((out / PIDS_DIR / pid_file).read_text())
-    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 900
+    killed = []
+    for i, pid_file in enumerate(victims):
+        _wait(lambda n=i: len(_attempts(out)) > n, thread, f"attempt {i + 1} started", deadline)
+        start = _attempts(out)[i]["resumed_from"] or 0
+        mark = out / CHECKPOINT_DIR / f"step_{start + 2:08d}" / COMPLETE
+        _wait(mark.exists, thread, f"attempt {i + 1} wrote a checkpoint", deadline)
+        victim = int((out / PIDS_DIR / pid_file).read_text())
+        assert victim not in killed  # the restarted process, not the one killed before
+        os.kill(victim, signal.SIGKILL)
+        killed.append(victim)
     thread.join(timeout=900)
-    assert "outcome" in result, "the run did not finish after the kill"
-    attempts = [json.loads(line) for line in (out / ATTEMPTS_FILE).read_text().splitlines()]
-    return result["outcome"], attempts, victim
+    assert "outcome" in result, "the run did not finish after the kills"
+    return result["outcome"], _attempts(out), killed
 
 
-@pytest.mark.parametrize("victim", ["worker_1.pid", "scoring_0.pid"], ids=["generator-worker", "critic-actor"])
-def test_killed_process_resumes_and_matches_an_uninterrupted_run(uninterrupted, tmp_path, victim):
-    outcome, attempts, pid = _run_and_kill(_job(tmp_path, "killed"), victim)
+def test_killed_worker_then_killed_critic_resume_and_match_an_uninterrupted_run(uninterrupted, tmp_path):
+    """SIGKILL of generator worker 1 in the first attempt, then of the critic actor in the second: each
+    restarts the step group from the last checkpoint, and the run ends with the exact step count and the
+    weights of a run that never stopped."""
+    job = _job(tmp_path, "killed", "fault.max_failures=2")
+    outcome, attempts, pids = _run_and_kill(job, ["worker_1.pid", "scoring_0.pid"])
     assert outcome.steps == STEPS and outcome.summary["state"]["generator_steps"] == STEPS // 2
-    assert len(attempts) == 2 and attempts[0]["resumed_from"] is None and attempts[1]["resumed_from"] >= 2
+    assert len(attempts) == 3 and attempts[0]["resumed_from"] is None
+    assert 2 <= attempts[1]["resumed_from"] < attempts[2]["resumed_from"] < STEPS
     reference = _final(uninterrupted[1].output_dir)
     final = _final(outcome.output_dir)
     for name in ("generator", "ema", "scoring"):
         assert _max_diff(final[name], reference[name]) < 1e-5, name
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_elastic_resume_on_one_worker_at_zero3(uninterrupted, tmp_path):
