@@ -206,3 +206,62 @@ def test_mock_filesystem_paths_without_a_root(tmp_path):
     b = RunStorage(tmp_path / "b", fs, root, "run", "mock://")
     assert b.fetch_latest(_store(b)).step == 2
     assert (b.local / CHECKPOINT_DIR / "step_00000002" / MANIFEST).read_bytes() == (saved.path / MANIFEST).read_bytes()
+
+
+# ---------------------------------------------------------------------- a whole run on a URI storage
+CONFIGS = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+
+
+def _dmd_job(tmp: Path, name: str, storage: str, *overrides: str):
+    from selfforcing.config.job import load_job_config
+    from selfforcing.training.job_config import SelfForcingJobConfig
+
+    return load_job_config(SelfForcingJobConfig, CONFIGS / "tiny_dmd.yaml", [
+        f"run.name={name}", f"run.storage_path={storage}", f"run.local_dir={tmp / 'node'}",
+        f"tracking.tracking_uri=sqlite:///{tmp / 'mlflow.db'}", "logging.sample_video=false",
+        "scaling.num_workers=1", "scaling.gradient_accumulation_steps=2", "training.max_steps=4",
+        "training.generator_optim.lr=1e-3", *overrides,
+    ])
+
+
+def test_a_uri_run_resumed_on_a_new_node_equals_an_uninterrupted_run(tmp_path, capsys):
+    """Self Forcing in one process on a file:// storage: stopped after 2 of 4 steps, its local folder
+    deleted (the next attempt runs on a new node), run again: the remote checkpoint, records and MLflow run
+    continue, and the weights equal a run on a local path that never stopped. Run once more on yet another
+    empty node, the finished command only reports (with the exported model fetched)."""
+    import json
+
+    import torch
+
+    from selfforcing.training.loop import ATTEMPTS_FILE, FINAL_DIR
+    from selfforcing.training.single_process import run_single_process
+
+    def final(outcome):
+        return {n: torch.load(outcome.output_dir / FINAL_DIR / f"{n}.pt") for n in ("generator", "ema", "scoring")}
+
+    reference = run_single_process(_dmd_job(tmp_path, "local", str(tmp_path / "runs")), quiet=True)
+    uri = f"file://{tmp_path / 'bucket'}/runs"
+    job = _dmd_job(tmp_path, "uri", uri)
+    first = run_single_process(job, max_steps=2, track=True, quiet=True)
+    assert first.steps == 2 and first.output_dir.is_relative_to(tmp_path / "node")
+    remote = tmp_path / "bucket" / "runs" / "uri"
+    assert (remote / CHECKPOINT_DIR / "step_00000002" / COMPLETE).exists()
+
+    shutil.rmtree(tmp_path / "node")
+    resumed = run_single_process(job, track=True, quiet=True)
+    attempts = [json.loads(line) for line in (resumed.output_dir / ATTEMPTS_FILE).read_text().splitlines()]
+    assert resumed.steps == 4 and [a["resumed_from"] for a in attempts] == [None, 2]
+    assert resumed.run_id == first.run_id  # run.json came back from the remote folder
+    a, b = final(reference), final(resumed)
+    for name in a:
+        assert max(float((a[name][k] - b[name][k]).abs().max()) for k in a[name]) < 1e-6, name
+    assert json.loads((remote / "summary.json").read_text())["steps"] == 4
+    assert (remote / CHECKPOINT_DIR / "step_00000004" / COMPLETE).exists()
+
+    shutil.rmtree(tmp_path / "node")
+    capsys.readouterr()
+    again = run_single_process(job, track=True)
+    assert again.already_finished and again.steps == 4 and again.run_id == first.run_id
+    assert "already finished" in capsys.readouterr().out
+    assert again.model_dir == again.output_dir / FINAL_DIR / "model" and (again.model_dir / "config.json").exists()
+    assert not (again.output_dir / CHECKPOINT_DIR).exists()  # reporting downloads no checkpoint
