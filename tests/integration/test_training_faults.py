@@ -1,6 +1,7 @@
 """Faults cost minutes, never the run: a killed generator worker or scoring actor resumes from the last
-checkpoint and ends with the weights of a run that never stopped; a run resumes on another cluster shape (and node, from a URI storage);
-a finished run's command only reports; non-finite training stops with a clear error."""
+checkpoint and ends with the weights of a run that never stopped; a run resumes on another cluster shape
+(on another node, from a URI storage); a finished run's command only reports; non-finite training stops
+with a clear error."""
 
 from __future__ import annotations
 

@@ -173,8 +173,9 @@ class ScoringHost:
                     torch.save(state, path)
                     return None
                 with tempfile.TemporaryDirectory() as tmp:
-                    torch.save(state, Path(tmp) / "network.pt")
-                    return (Path(tmp) / "network.pt").read_bytes()
+                    here = Path(tmp) / Path(path).name  # torch.save names its archive after the file
+                    torch.save(state, here)
+                    return here.read_bytes()
         return None
 
 
@@ -293,7 +294,8 @@ class ScoringGroup:
         import ray
 
         data = ray.get([a.export_network.remote(path if i == 0 else None) for i, a in enumerate(self.actors)])[0]
-        if data is not None:
+        if data is not None:  # actor 0 runs on a node that does not see ``path``'s folder
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_bytes(data)
 
     def pids(self) -> list[int]:
