@@ -23,7 +23,8 @@ from selfforcing.training.checkpoint_store import (
     CheckpointError,
     CheckpointStore,
 )
-from selfforcing.training.run_storage import RunStorage, child_uri, ensure_local, local_mirror
+from selfforcing.training.run_storage import RunStorage, ensure_local
+from selfforcing.training.storage_uri import child_uri, local_mirror
 
 
 def _storage(tmp: Path, local: str = "local", name: str = "run") -> RunStorage:
@@ -265,3 +266,14 @@ def test_a_uri_run_resumed_on_a_new_node_equals_an_uninterrupted_run(tmp_path, c
     assert "already finished" in capsys.readouterr().out
     assert again.model_dir == again.output_dir / FINAL_DIR / "model" and (again.model_dir / "config.json").exists()
     assert not (again.output_dir / CHECKPOINT_DIR).exists()  # reporting downloads no checkpoint
+
+
+def test_a_bad_storage_uri_fails_before_ray_starts(tmp_path):
+    import ray
+
+    from selfforcing.training.distributed.launch import run_training
+
+    started = ray.is_initialized()
+    with pytest.raises(ConfigError, match=r"run.storage_path = 'nosuchfs://bucket/runs'"):
+        run_training(_dmd_job(tmp_path, "bad", "nosuchfs://bucket/runs"))
+    assert ray.is_initialized() == started

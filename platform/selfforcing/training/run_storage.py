@@ -31,9 +31,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-from ..config import ConfigError
 from .checkpoint_store import (
     CHECKPOINT_DIR,
     COMPLETE,
@@ -43,6 +41,7 @@ from .checkpoint_store import (
     CheckpointStore,
     folder_step,
 )
+from .storage_uri import check_reachable, child_uri, is_uri, join, local_mirror, open_filesystem
 
 if TYPE_CHECKING:
     from ..config.job import RunConfig
@@ -52,78 +51,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LOCAL_DIR = "~/.cache/selfforcing/runs"  # run.local_dir when unset
 RESUME_DIR = "resume_from"  # <local run folder>/resume_from/<name>: a checkpoint.resume_from URI, downloaded
 _BLOCK = 1 << 22  # bytes per read / write of a transfer
-
-
-def is_uri(storage_path: str) -> bool:
-    """A pyarrow.fs URI (``scheme://...``), as opposed to a local path."""
-    return "://" in storage_path
-
-
-def _redact(uri: str) -> str:
-    """``uri`` without a password in its user info (``s3://key:secret@bucket`` -> ``s3://key:***@bucket``)."""
-    s = urlsplit(uri)
-    if s.password is None:
-        return uri
-    return urlunsplit((s.scheme, s.netloc.replace(f":{s.password}@", ":***@", 1), s.path, s.query, s.fragment))
-
-
-def child_uri(uri: str, *parts: str) -> str:
-    """``uri`` with ``parts`` appended to its path (its query, e.g. ``?region=...``, kept)."""
-    s = urlsplit(uri)
-    path = "/".join([s.path.rstrip("/"), *parts])
-    return f"{s.scheme}://{s.netloc}{path}" + (f"?{s.query}" if s.query else "")
-
-
-def local_mirror(local_dir: str | Path, uri: str) -> Path:
-    """The local folder of storage ``uri`` under ``local_dir``: ``<local_dir>/<scheme>/<host>/<path>``, so
-    two storages never share a local folder (a password in the URI is left out)."""
-    s = urlsplit(uri)
-    host = s.netloc.rsplit("@", 1)[-1] if s.password is not None else s.netloc
-    parts = [s.scheme, host, *s.path.split("/")]
-    return Path(local_dir).expanduser().resolve().joinpath(*[p for p in parts if p not in ("", ".", "..")])
-
-
-def _join(root: str, *parts: str) -> str:
-    """A path inside a pyarrow filesystem (whose root may be '' or '/')."""
-    base = root.rstrip("/")
-    if not base and not root.startswith("/"):
-        return "/".join(parts)
-    return "/".join([base, *parts])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def open_filesystem(uri: str, field: str = "run.storage_path") -> tuple[Any, str]:
-    """``(pyarrow filesystem, path inside it)`` of ``uri``; a ``ConfigError`` naming ``field`` when pyarrow
-    does not know the scheme or cannot build the filesystem (e.g. hdfs without a JVM)."""
-    import pyarrow.fs as pafs
-
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...; the message says why
-        raise ConfigError(
-            f"{field} = {_redact(uri)!r}: pyarrow.fs cannot open it ({_first_line(exc)}); give a local path or "
-            f"a URI that pyarrow.fs.FileSystem.from_uri accepts (s3://, gs://, abfs://, hdfs://, file://)"
-        ) from None
-
-
-def _check_reachable(fs: Any, path: str, uri: str) -> None:
-    """One metadata request: a wrong endpoint, missing credentials or a file in the way fail here, before
-    Ray or any actor starts."""
-    import pyarrow.fs as pafs
-
-    try:
-        info = fs.get_file_info(path)
-    except Exception as exc:  # noqa: BLE001 - network, permission and credential errors alike
-        raise ConfigError(
-            f"run.storage_path: cannot reach {_redact(uri)!r} ({_first_line(exc)}); check the address, the "
-            f"network and the credentials of the storage"
-        ) from None
-    if info.type == pafs.FileType.File:
-        raise ConfigError(f"run.storage_path: {_redact(uri)!r} is a file; the run folder must be a folder")
 
 
 # ---------------------------------------------------------------------- transfers
@@ -174,7 +101,7 @@ def _remote_matches(fs: Any, remote: str, local: Path) -> bool:
     if not ((local / COMPLETE).exists() and (local / MANIFEST).exists()):
         return False
     try:
-        with fs.open_input_stream(_join(remote, MANIFEST)) as r:
+        with fs.open_input_stream(join(remote, MANIFEST)) as r:
             manifest = r.read()
         prefix = remote.rstrip("/") + "/"
         sizes = {i.path[len(prefix):]: i.size for i in fs.get_file_info(pafs.FileSelector(remote, recursive=True))
@@ -243,7 +170,7 @@ class RunStorage:
         self.local = Path(local)
         self.fs = fs
         self.root = root  # the storage folder inside ``fs`` (run folders and ray_train/ are under it)
-        self.remote = _join(root, name) if fs is not None else ""
+        self.remote = join(root, name) if fs is not None else ""
         self.uri = child_uri(uri, name) if fs is not None else ""  # the remote run folder, for messages
 
     @classmethod
@@ -259,7 +186,7 @@ class RunStorage:
             local = local_mirror(run.local_dir or DEFAULT_LOCAL_DIR, run.storage_path) / run.name
         storage = cls(Path(local), fs, root, run.name, run.storage_path)
         if check:
-            _check_reachable(fs, storage.remote, storage.uri)
+            check_reachable(fs, storage.remote, storage.uri)
         return storage
 
     @property
@@ -268,14 +195,14 @@ class RunStorage:
 
     def path(self, *parts: str) -> str:
         """A path inside the remote run folder."""
-        return _join(self.remote, *parts)
+        return join(self.remote, *parts)
 
     def ray_train_storage(self) -> tuple[str, Any]:
         """``(storage_path, storage_filesystem)`` for Ray Train's ``RunConfig``: ``ray_train/`` beside the
         run folders, on the run's storage."""
         if not self.is_remote:
             return str(self.local.parent / "ray_train"), None
-        return _join(self.root, "ray_train"), self.fs
+        return join(self.root, "ray_train"), self.fs
 
     # ------------------------------------------------------------------ records
     def push(self, *names: str) -> None:
@@ -325,7 +252,7 @@ class RunStorage:
         for f in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = f.relative_to(src).as_posix()
             if rel not in skip:
-                self._upload(f, _join(dst, rel), made)
+                self._upload(f, join(dst, rel), made)
 
     def _delete(self, path: str) -> None:
         import pyarrow.fs as pafs
@@ -350,11 +277,11 @@ class RunStorage:
 
         root = self.path(CHECKPOINT_DIR)
         found = sorted(
-            (step, _join(root, info.base_name))
+            (step, join(root, info.base_name))
             for info in self.fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
             if info.type == pafs.FileType.Directory and (step := folder_step(info.base_name)) is not None
         )
-        marks = self.fs.get_file_info([_join(p, COMPLETE) for _, p in found]) if found else []
+        marks = self.fs.get_file_info([join(p, COMPLETE) for _, p in found]) if found else []
         return [(s, p, m.type == pafs.FileType.File) for (s, p), m in zip(found, marks, strict=True)]
 
     def push_checkpoint(self, checkpoint: Checkpoint, num_to_keep: int) -> Checkpoint:
@@ -366,14 +293,14 @@ class RunStorage:
         dst = self.path(CHECKPOINT_DIR, name)
         self._delete_checkpoint(dst)  # a stale folder of the same step (an upload a crash cut short)
         self._upload_tree(checkpoint.path, dst, skip=(MANIFEST, COMPLETE))
-        self._upload(checkpoint.path / MANIFEST, _join(dst, MANIFEST))
-        self._upload(checkpoint.path / COMPLETE, _join(dst, COMPLETE))
+        self._upload(checkpoint.path / MANIFEST, join(dst, MANIFEST))
+        self._upload(checkpoint.path / COMPLETE, join(dst, COMPLETE))
         self.prune(num_to_keep)
         return replace(checkpoint, source=self.checkpoint_uri(name))
 
     def _delete_checkpoint(self, path: str) -> None:
         """The mark first: a deletion cut short leaves an unmarked folder, never a marked partial one."""
-        self._delete(_join(path, COMPLETE))
+        self._delete(join(path, COMPLETE))
         self._delete(path)
 
     def prune(self, num_to_keep: int) -> None:
