@@ -24,7 +24,7 @@ from selfforcing.training.checkpoint_store import (
     CheckpointStore,
 )
 from selfforcing.training.run_storage import RunStorage, ensure_local
-from selfforcing.training.storage_uri import child_uri, local_mirror
+from selfforcing.training.storage_uri import child_uri, local_mirror, redact
 
 
 def _storage(tmp: Path, local: str = "local", name: str = "run") -> RunStorage:
@@ -48,6 +48,17 @@ def _commit(storage: RunStorage, step: int, num_to_keep: int = 3) -> Checkpoint:
 
 def _remote(tmp: Path, name: str = "run") -> Path:
     return tmp / "remote" / name
+
+
+def test_uris_keep_their_options_and_never_put_a_password_on_disk(tmp_path):
+    uri = "s3://key:secret@bucket/runs?region=eu-west-1&endpoint_override=minio:9000"
+    assert child_uri(uri, "run", "checkpoints") == (
+        "s3://key:secret@bucket/runs/run/checkpoints?region=eu-west-1&endpoint_override=minio:9000")
+    assert child_uri("file:///data/runs/", "run") == "file:///data/runs/run"
+    assert local_mirror(tmp_path, uri) == tmp_path / "s3" / "bucket" / "runs"
+    assert local_mirror(tmp_path, "abfs://box@acct.dfs.core.windows.net/runs") == (
+        tmp_path / "abfs" / "box@acct.dfs.core.windows.net" / "runs")
+    assert "secret" not in redact(uri) and redact("gs://bucket/runs") == "gs://bucket/runs"
 
 
 def test_records_round_trip_and_mirror_removals(tmp_path):

@@ -41,7 +41,7 @@ from .checkpoint_store import (
     CheckpointStore,
     folder_step,
 )
-from .storage_uri import check_reachable, child_uri, is_uri, join, local_mirror, open_filesystem
+from .storage_uri import check_reachable, child_uri, is_uri, join, local_mirror, open_filesystem, redact
 
 if TYPE_CHECKING:
     from ..config.job import RunConfig
@@ -118,8 +118,9 @@ def download_checkpoint(fs: Any, remote: str, uri: str, final: Path) -> Checkpoi
     """The checkpoint folder ``remote`` (at ``uri``) as the local folder ``final``: downloaded into a
     hidden sibling (``.staging-*``, which ``CheckpointStore.clean_staging`` removes after a crash),
     verified against its manifest, then renamed into place. A local copy of the same checkpoint (a restart
-    on the same node) is verified and used without downloading when the remote folder is whole. Raises ``CheckpointError`` naming ``uri`` when the
-    download does not match its manifest; transfer errors (``OSError``) propagate."""
+    on the same node) is verified and used without downloading when the remote folder is whole. Raises
+    ``CheckpointError`` naming ``uri`` when the download does not match its manifest; transfer errors
+    (``OSError``) propagate."""
     verify = CheckpointStore(final.parent).verify
     if _remote_matches(fs, remote, final):
         try:
@@ -140,7 +141,7 @@ def download_checkpoint(fs: Any, remote: str, uri: str, final: Path) -> Checkpoi
                     raise
         return replace(checked, path=final, source=uri)
     except CheckpointError as err:
-        raise CheckpointError(str(err).replace(str(staging), uri)) from None
+        raise CheckpointError(str(err).replace(str(staging), redact(uri))) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -329,7 +330,7 @@ class RunStorage:
             uri = self.checkpoint_uri(name)
             if not complete:
                 log.warning("skipping checkpoint: checkpoint %s has no %s mark (its upload never finished)",
-                            uri, COMPLETE)
+                            redact(uri), COMPLETE)
                 continue
             try:
                 return download_checkpoint(self.fs, path, uri, store.root / name)

@@ -140,10 +140,13 @@ def open_run(job: TrainingJobBase, output_dir: Path, tracking_uri: str):
 
 def failure_message(job: TrainingJobBase, output_dir: Path, error: BaseException) -> str:
     storage = RunStorage.for_run(job.run, output_dir)
-    storage.pull(ATTEMPTS_FILE)
+    try:
+        storage.pull(ATTEMPTS_FILE)
+        latest = storage.latest_location(checkpoint_store(job, output_dir))
+        where = f"{latest[0]} (step {latest[1]})" if latest else "none (no complete checkpoint was written)"
+    except OSError as exc:  # an unreadable storage must not hide the error being reported
+        where = f"unknown (reading {storage.uri or storage.local} failed: {exc})"
     attempts = (output_dir / ATTEMPTS_FILE).read_text().splitlines() if (output_dir / ATTEMPTS_FILE).exists() else []
-    latest = storage.latest_location(checkpoint_store(job, output_dir))
-    where = f"{latest[0]} (step {latest[1]})" if latest else "none (no complete checkpoint was written)"
     cause = str(error).strip().splitlines()
     return (
         f"training of run {job.run.name!r} failed after {len(attempts)} attempt(s) "

@@ -15,7 +15,7 @@ def is_uri(storage_path: str) -> bool:
     return "://" in storage_path
 
 
-def _redact(uri: str) -> str:
+def redact(uri: str) -> str:
     """``uri`` without a password in its user info (``s3://key:secret@bucket`` -> ``s3://key:***@bucket``)."""
     s = urlsplit(uri)
     if s.password is None:
@@ -61,7 +61,7 @@ def open_filesystem(uri: str, field: str = "run.storage_path") -> tuple[Any, str
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...; the message says why
         raise ConfigError(
-            f"{field} = {_redact(uri)!r}: pyarrow.fs cannot open it ({_first_line(exc)}); give a local path or "
+            f"{field} = {redact(uri)!r}: pyarrow.fs cannot open it ({_first_line(exc)}); give a local path or "
             f"a URI that pyarrow.fs.FileSystem.from_uri accepts (s3://, gs://, abfs://, hdfs://, file://)"
         ) from None
 
@@ -75,8 +75,8 @@ def check_reachable(fs: Any, path: str, uri: str) -> None:
         info = fs.get_file_info(path)
     except Exception as exc:  # noqa: BLE001 - network, permission and credential errors alike
         raise ConfigError(
-            f"run.storage_path: cannot reach {_redact(uri)!r} ({_first_line(exc)}); check the address, the "
+            f"run.storage_path: cannot reach {redact(uri)!r} ({_first_line(exc)}); check the address, the "
             f"network and the credentials of the storage"
         ) from None
     if info.type == pafs.FileType.File:
-        raise ConfigError(f"run.storage_path: {_redact(uri)!r} is a file; the run folder must be a folder")
+        raise ConfigError(f"run.storage_path: {redact(uri)!r} is a file; the run folder must be a folder")
