@@ -1,6 +1,7 @@
 """Faults cost minutes, never the run: a killed generator worker or scoring actor resumes from the last
-checkpoint and ends with the weights of a run that never stopped; a run resumes on another cluster shape;
-a finished run's command only reports; non-finite training stops with a clear error."""
+checkpoint and ends with the weights of a run that never stopped; a run resumes on another cluster shape
+(on another node, from a URI storage); a finished run's command only reports; non-finite training stops
+with a clear error."""
 
 from __future__ import annotations
 
@@ -101,21 +102,29 @@ def test_killed_worker_then_killed_critic_resume_and_match_an_uninterrupted_run(
             os.kill(pid, 0)
 
 
-def test_elastic_resume_on_one_worker_at_zero3(uninterrupted, tmp_path):
+def test_elastic_resume_on_one_worker_at_zero3_on_a_new_node(uninterrupted, tmp_path):
     """Saved by 2 workers at ZeRO-2 after 4 steps; resumed by 1 worker at ZeRO-3 accumulating 2
-    micro-batches (the same global batch): the weights of the uninterrupted 2-worker run."""
-    first = run_self_forcing(_job(tmp_path, "elastic", "checkpoint.every_n_steps=0"), max_steps=4)
-    assert first.steps == 4
+    micro-batches (the same global batch): the weights of the uninterrupted 2-worker run. The storage is
+    a file:// URI (pyarrow's filesystem interface, as s3:// or gs://) and the local working folder is
+    deleted in between, as on another cluster: every process takes the checkpoint, the records and the
+    MLflow run from the remote folder."""
+    import shutil
+
+    storage = (f"run.storage_path=file://{tmp_path / 'bucket'}", f"run.local_dir={tmp_path / 'node'}")
+    first = run_self_forcing(_job(tmp_path, "elastic", *storage, "checkpoint.every_n_steps=0"), max_steps=4)
+    assert first.steps == 4 and first.output_dir.is_relative_to(tmp_path / "node")
+    shutil.rmtree(tmp_path / "node")
     resumed = run_self_forcing(_job(
-        tmp_path, "elastic", "scaling.num_workers=1", "scaling.zero_stage=3", "scoring.zero_stage=3",
+        tmp_path, "elastic", *storage, "scaling.num_workers=1", "scaling.zero_stage=3", "scoring.zero_stage=3",
         "scaling.gradient_accumulation_steps=2", "scaling.cpus_per_worker=1", "checkpoint.every_n_steps=0",
     ))
     attempts = [json.loads(line) for line in (resumed.output_dir / ATTEMPTS_FILE).read_text().splitlines()]
-    assert resumed.steps == STEPS and attempts[-1]["resumed_from"] == 4
+    assert resumed.steps == STEPS and [a["resumed_from"] for a in attempts] == [None, 4]
     reference, final = _final(uninterrupted[1].output_dir), _final(resumed.output_dir)
     for name in ("generator", "ema", "scoring"):
         assert _max_diff(final[name], reference[name]) < 1e-4, name
     assert resumed.run_id == first.run_id  # the same MLflow run continues
+    assert (tmp_path / "bucket" / "elastic" / CHECKPOINT_DIR / f"step_{STEPS:08d}" / COMPLETE).exists()
 
 
 def test_rerunning_a_finished_job_only_reports(uninterrupted, capsys):

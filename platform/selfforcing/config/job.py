@@ -44,7 +44,14 @@ class RunConfig(StrictModel):
     """The run's identity and storage: the same name and storage resume the same run."""
 
     name: str = Field(min_length=1, description="run name (checkpoint folder and MLflow run name)")
-    storage_path: str = Field("runs", description="local path or pyarrow.fs URI for checkpoints and outputs")
+    storage_path: str = Field(
+        "runs", description="local path, or a pyarrow.fs URI (s3://, gs://, abfs://, hdfs://, file://) that "
+        "then holds the run's checkpoints and records (the source of truth; no shared disk needed)",
+    )
+    local_dir: str | None = Field(
+        None, description="each process's working folder when storage_path is a URI (None = "
+        "~/.cache/selfforcing/runs); unused for a local storage_path",
+    )
 
     @field_validator("name")
     @classmethod

@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 MANIFEST = "manifest.json"
+CHECKPOINT_DIR = "checkpoints"  # <run folder>/checkpoints/step_<8 digits>
 _NAME = re.compile(r"^step_(\d{8})$")
+
+
+def folder_step(name: str) -> int | None:
+    """The step of a checkpoint folder's name (``step_00000042`` -> 42), None for any other name."""
+    m = _NAME.match(name)
+    return int(m.group(1)) if m else None
 
 
 class CheckpointError(RuntimeError):
@@ -49,10 +56,13 @@ def _fsync_dir(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A complete, verified checkpoint: its folder and the step count it holds (steps done)."""
+    """A complete, verified checkpoint: its folder and the step count it holds (steps done). ``source``:
+    the remote folder (a pyarrow.fs URI) it came from when the run's storage is a URI, so a process on
+    another node can download it (``run_storage.ensure_local``); None for a local storage."""
 
     path: Path
     step: int
+    source: str | None = None
 
     def file(self, name: str) -> Path:
         return self.path / name

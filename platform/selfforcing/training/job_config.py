@@ -86,7 +86,8 @@ class CheckpointSection(StrictModel):
     every_n_steps: int = Field(0, ge=0, description="checkpoint period in steps (0 = only at the end)")
     num_to_keep: int = Field(2, ge=1, description="complete checkpoints kept")
     resume_from: str | None = Field(
-        None, description="start from this checkpoint folder (default: the run's newest complete one)"
+        None, description="start from this checkpoint folder, or its pyarrow.fs URI when run.storage_path is a "
+        "URI (default: the run's newest complete one)"
     )
 
 

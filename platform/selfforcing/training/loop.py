@@ -34,7 +34,7 @@ from torch import nn
 
 from ..config import PlatformConfig
 from ..tracking import NullTracker, Tracker, register_generator
-from .checkpoint_store import Checkpoint, CheckpointStore
+from .checkpoint_store import CHECKPOINT_DIR, Checkpoint, CheckpointStore
 from .config import EMAConfig, OptimConfig
 from .ema import EMA
 from .engine_state import EngineState, load_weights, read_state, save_state
@@ -42,13 +42,13 @@ from .job_config import TrainingJobBase
 from .local import TrainState
 from .optim import RoleOptimizer
 from .reporting import ProgressPrinter, write_loss_plot
+from .run_storage import RunStorage
 from .worker import BatchLayout
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"  # one line per step (rank 0, averaged over ranks): losses, phase times, memory
 FINAL_DIR = "final"  # generator.pt, ema.pt (fp32 state dicts), model/ (the export), program extras
 MODEL_DIR = "model"  # final/model: the exported network as a save_generator directory (what is registered)
-CHECKPOINT_DIR = "checkpoints"
 PIDS_DIR = "pids"  # worker_<rank>.pid (+ the program's processes) of the current attempt
 ATTEMPTS_FILE = "attempts.jsonl"
 GENERATOR_PREFIX = "generator"  # checkpoint files of the trained network ("generator" whatever it is)
@@ -149,8 +149,13 @@ def checkpoint_store(job: TrainingJobBase, output_dir: str | Path) -> Checkpoint
     return CheckpointStore(Path(output_dir) / CHECKPOINT_DIR, job.checkpoint.num_to_keep)
 
 
-def resolve_checkpoint(job: TrainingJobBase, store: CheckpointStore) -> Checkpoint | None:
-    """Where this attempt starts: the newest complete checkpoint of the run, else ``checkpoint.resume_from``."""
+def resolve_checkpoint(
+    job: TrainingJobBase, store: CheckpointStore, storage: RunStorage | None = None
+) -> Checkpoint | None:
+    """Where this attempt starts: the newest complete checkpoint of the run, else ``checkpoint.resume_from``
+    (with a URI storage: the newest good remote one, downloaded into ``store``)."""
+    if storage is not None and storage.is_remote:
+        return storage.resolve(store, job.checkpoint.resume_from)
     store.clean_staging()
     latest = store.latest()
     if latest is not None:
@@ -194,10 +199,16 @@ class TrainingLoop:
         (self.out / PIDS_DIR).mkdir(parents=True, exist_ok=True)
         (self.out / PIDS_DIR / f"worker_{self.rank}.pid").write_text(str(os.getpid()))
 
-        # 1. Where to start (rank 0 decides, everyone follows).
+        # 1. Where to start (rank 0 decides, everyone follows; with a URI storage each process downloads
+        #    the checkpoint when its node lacks it, and rank 0 continues the run's records).
+        self.storage = RunStorage.for_run(job.run, self.out)
+        if self.rank == 0:
+            self.storage.pull(METRICS_FILE, ATTEMPTS_FILE)
         self.store = checkpoint_store(job, self.out)
-        found = resolve_checkpoint(job, self.store) if self.rank == 0 else None
+        found = resolve_checkpoint(job, self.store, self.storage) if self.rank == 0 else None
         self.resumed: Checkpoint | None = collective.broadcast(found)
+        if self.resumed is not None and self.rank != 0:
+            self.resumed = self.storage.ensure_local(self.resumed)
         saved = read_state(self.resumed.path, GENERATOR_PREFIX) if self.resumed else None
 
         # 2. The network in its engine: weights before the engine is built, optimiser state after.
@@ -226,12 +237,13 @@ class TrainingLoop:
             with (self.out / ATTEMPTS_FILE).open("a") as f:
                 f.write(json.dumps({"resumed_from": self.resumed.step if self.resumed else None,
                                     "checkpoint": str(self.resumed.path) if self.resumed else None}) + "\n")
+            self.storage.push(ATTEMPTS_FILE)
         program.start(LoopContext(job, self.out, device, layout, collective, self.resumed), self.net, self.ema,
                       self.state)
         self.tracker: Tracker = tracker if tracker is not None and self.rank == 0 else NullTracker()
         self.progress = ProgressPrinter(job.run.name, job.training.max_steps, self.state.step, progress_stream)
         if self.rank == 0 and self.resumed is not None:
-            self.progress.note(f"resumed from {self.resumed.path} (step {self.resumed.step})")
+            self.progress.note(f"resumed from {self.resumed.source or self.resumed.path} (step {self.resumed.step})")
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ per step
@@ -272,8 +284,9 @@ class TrainingLoop:
                 "layout": {"num_workers": self.world, "zero_stage": s.zero_stage,
                            "gradient_accumulation_steps": s.gradient_accumulation_steps},
             }))
-            saved = self.store.commit(staging, step)
-            self.progress.note(f"checkpoint {saved.path}")
+            saved = self.storage.push_checkpoint(self.store.commit(staging, step), self.job.checkpoint.num_to_keep)
+            self.storage.push(METRICS_FILE, ATTEMPTS_FILE)
+            self.progress.note(f"checkpoint {saved.source or saved.path}")
         self.collective.barrier()
 
     def train(self) -> str | None:
@@ -285,10 +298,10 @@ class TrainingLoop:
             self.record(self.program.train_step())
             if state.consecutive_skipped_steps >= limit:
                 self.record(self.program.flush())
-                last = self.store.latest() if self.rank == 0 else None
+                last = self.storage.latest_location(self.store) if self.rank == 0 else None
                 return (f"{state.consecutive_skipped_steps} steps in a row had a non-finite loss or gradient "
                         f"(fault.max_consecutive_nonfinite={limit}) at step {state.step}; the last good "
-                        f"checkpoint is {last.path if last else 'none (no checkpoint was written)'}")
+                        f"checkpoint is {last[0] if last else 'none (no checkpoint was written)'}")
             if self.on_step is not None:
                 self.on_step(state.step, job.training.max_steps)
             if every and state.step % every == 0 and state.step < job.training.max_steps:
@@ -325,6 +338,7 @@ class TrainingLoop:
                 summary.update(self._finish(export, final))
         if self.rank == 0:
             (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            self.storage.push(FINAL_DIR, METRICS_FILE, ATTEMPTS_FILE, SUMMARY_FILE)  # the summary last
             self.tracker.close("FINISHED" if stopped is None else "FAILED")
         return summary
 

@@ -2,7 +2,9 @@
 
 Shared by the Ray driver (``distributed.launch``) and the single-process path (``single_process``):
 running the same job again (same run name and storage) continues from the newest complete checkpoint and
-the same MLflow run; a finished run only reports that it is finished and where its model is.
+the same MLflow run; a finished run only reports that it is finished and where its model is. With a URI
+``run.storage_path`` the driver works in its local copy of the run folder (``run_storage``): it pulls the
+run's records where it reads them and pushes what it writes.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from typing import Any
 
 from ..config.job import dump_job_config
 from .job_config import TrainingJobBase
-from .loop import ATTEMPTS_FILE, METRICS_FILE, SUMMARY_FILE, checkpoint_store
+from .loop import ATTEMPTS_FILE, FINAL_DIR, METRICS_FILE, MODEL_DIR, SUMMARY_FILE, checkpoint_store
+from .run_storage import RunStorage
 
 RUN_FILE = "run.json"  # the run's MLflow run id, kept so the same command continues the same run
+JOB_FILE = "job.yaml"  # the config of the latest attempt
+RECORDS = (RUN_FILE, SUMMARY_FILE, JOB_FILE, METRICS_FILE, ATTEMPTS_FILE)  # what the driver reads and writes
 
 
 class TrainingStopped(RuntimeError):
@@ -60,9 +65,20 @@ def git_commit() -> str | None:
 
 
 def run_output_dir(job: TrainingJobBase) -> Path:
-    path = Path(job.run.storage_path).expanduser().resolve() / job.run.name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The run's folder on this machine (made). A URI storage is checked first (a ``ConfigError`` naming
+    ``run.storage_path`` before Ray or any actor starts), and the run's records are pulled from it."""
+    storage = RunStorage.for_run(job.run, check=True)
+    storage.local.mkdir(parents=True, exist_ok=True)
+    storage.pull(*RECORDS)
+    return storage.local
+
+
+def _pull_final(job: TrainingJobBase, output_dir: Path, summary: dict[str, Any]) -> None:
+    """With a URI storage: the exported model here, and the summary pointing at this machine's copy."""
+    storage = RunStorage.for_run(job.run, output_dir)
+    if storage.is_remote and summary.get("model_dir"):
+        storage.pull(FINAL_DIR)
+        summary["model_dir"] = str(output_dir / FINAL_DIR / MODEL_DIR)
 
 
 def finished_outcome(job: TrainingJobBase, output_dir: Path, quiet: bool = False) -> TrainingOutcome | None:
@@ -70,6 +86,7 @@ def finished_outcome(job: TrainingJobBase, output_dir: Path, quiet: bool = False
     summary = read_json(output_dir / SUMMARY_FILE)
     if not (summary and summary.get("finished") and summary.get("steps", -1) >= job.training.max_steps):
         return None
+    _pull_final(job, output_dir, summary)
     run = read_json(output_dir / RUN_FILE) or {}
     if not quiet:
         print(f"[{job.run.name}] already finished ({summary['steps']} steps); model "
@@ -80,12 +97,14 @@ def finished_outcome(job: TrainingJobBase, output_dir: Path, quiet: bool = False
 
 def prepare_output(job: TrainingJobBase, output_dir: Path) -> None:
     """A fresh run forgets a previous run's records; every attempt writes the config it runs."""
-    fresh = checkpoint_store(job, output_dir).latest() is None and not job.checkpoint.resume_from
+    storage = RunStorage.for_run(job.run, output_dir)
+    fresh = storage.latest_location(checkpoint_store(job, output_dir)) is None and not job.checkpoint.resume_from
     if fresh:
         for name in (METRICS_FILE, ATTEMPTS_FILE, RUN_FILE):
             (output_dir / name).unlink(missing_ok=True)
     (output_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    (output_dir / "job.yaml").write_text(dump_job_config(job))
+    (output_dir / JOB_FILE).write_text(dump_job_config(job))
+    storage.push(*RECORDS)
 
 
 def job_tags(job: TrainingJobBase) -> dict[str, str]:
@@ -115,13 +134,19 @@ def open_run(job: TrainingJobBase, output_dir: Path, tracking_uri: str):
     for a in range(0, len(keys), 100):  # MLflow takes at most 100 params per batch
         tracker.log_params({k: params[k] for k in keys[a : a + 100]})
     (output_dir / RUN_FILE).write_text(json.dumps({"run_id": tracker.run_id, "tracking_uri": tracking_uri}))
+    RunStorage.for_run(job.run, output_dir).push(RUN_FILE)
     return tracker
 
 
 def failure_message(job: TrainingJobBase, output_dir: Path, error: BaseException) -> str:
+    storage = RunStorage.for_run(job.run, output_dir)
+    try:
+        storage.pull(ATTEMPTS_FILE)
+        latest = storage.latest_location(checkpoint_store(job, output_dir))
+        where = f"{latest[0]} (step {latest[1]})" if latest else "none (no complete checkpoint was written)"
+    except OSError as exc:  # an unreadable storage must not hide the error being reported
+        where = f"unknown (reading {storage.uri or storage.local} failed: {exc})"
     attempts = (output_dir / ATTEMPTS_FILE).read_text().splitlines() if (output_dir / ATTEMPTS_FILE).exists() else []
-    latest = checkpoint_store(job, output_dir).latest()
-    where = f"{latest.path} (step {latest.step})" if latest else "none (no complete checkpoint was written)"
     cause = str(error).strip().splitlines()
     return (
         f"training of run {job.run.name!r} failed after {len(attempts)} attempt(s) "
@@ -131,11 +156,18 @@ def failure_message(job: TrainingJobBase, output_dir: Path, error: BaseException
     )
 
 
-def outcome_from_summary(job: TrainingJobBase, output_dir: Path, run_id: str | None) -> TrainingOutcome:
-    """The outcome rank 0 wrote, or ``TrainingStopped`` when the run stopped early."""
+def outcome_from_summary(
+    job: TrainingJobBase, output_dir: Path, run_id: str | None, pull: bool = True
+) -> TrainingOutcome:
+    """The outcome rank 0 wrote, or ``TrainingStopped`` when the run stopped early. ``pull``: rank 0 ran
+    elsewhere, so a URI storage's records (and the exported model) are fetched first."""
+    if pull:
+        RunStorage.for_run(job.run, output_dir).pull(SUMMARY_FILE, METRICS_FILE, ATTEMPTS_FILE)
     summary = json.loads((output_dir / SUMMARY_FILE).read_text())
     if not summary.get("finished"):
         raise TrainingStopped(f"run {job.run.name!r} stopped: {summary.get('stopped')}")
+    if pull:
+        _pull_final(job, output_dir, summary)
     return TrainingOutcome(
         steps=int(summary["steps"]), run_id=run_id, output_dir=output_dir, model_uri=summary.get("model_uri"),
         final_metrics=summary.get("final_metrics", {}), summary=summary,

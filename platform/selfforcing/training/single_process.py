@@ -80,4 +80,4 @@ def run_single_process(
         if tracker is not None:
             tracker.close("FAILED")
         raise
-    return outcome_from_summary(job, output_dir, None if tracker is None else tracker.run_id)
+    return outcome_from_summary(job, output_dir, None if tracker is None else tracker.run_id, pull=False)

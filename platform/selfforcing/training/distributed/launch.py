@@ -14,6 +14,7 @@ from ...cluster import connect_ray
 from ...config import ConfigError
 from ...tracking import tracking_uri_or_default
 from ..job_config import SelfForcingJobConfig, TrainingJobBase
+from ..run_storage import RunStorage
 from ..runs import (
     TrainingOutcome,
     TrainingStopped,
@@ -92,10 +93,11 @@ def run_training(job: TrainingJobBase, max_steps: int | None = None) -> Training
         resources = {"CPU": s.cpus_per_worker, **({"GPU": 1.0} if s.use_gpu else {})}
         loop = WorkerLoopConfig(kind=job.kind, job=job.model_dump(mode="json"), run_id=tracker.run_id,
                                 tracking_uri=tracking_uri, output_dir=str(output_dir))
+        storage_path, storage_filesystem = RunStorage.for_run(job.run, output_dir).ray_train_storage()
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=vars(loop),
             scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
-            run_config=RunConfig(name=job.run.name, storage_path=str(output_dir.parent / "ray_train"),
+            run_config=RunConfig(name=job.run.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
                                  failure_config=FailureConfig(max_failures=job.fault.max_failures)),
         )
         try:

@@ -6,6 +6,10 @@ AdamW; the frozen real score plain or ZeRO-3-partitioned over the group). ``Scor
 ordering that makes the distributed step equal the local one: scoring for step k waits until update k-1
 is applied, and update k runs once every payload of step k has arrived (one optimiser step per training
 step, over all of its callers' samples). ``ScoringGroup`` places the actors and wires their process group.
+
+Actors may run on other nodes than generator rank 0, which owns the checkpoint folders: an actor that
+lacks the checkpoint it resumes from downloads it (a URI ``run.storage_path``: ``run_storage.ensure_local``),
+and one that does not see the folder it should write into returns the files to the caller instead.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import json
 import os
 import socket
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +27,12 @@ import torch
 
 from ...diffusion.schedule import FlowMatchSchedule
 from ...objectives import ScoreResult
+from ..checkpoint_store import Checkpoint
 from ..job_config import SelfForcingJobConfig
 from ..networks import scoring_networks
 from ..optim import build_adamw
 from ..roles import CriticRole, DiscriminatorRole
+from ..run_storage import ensure_local
 from ..scoring_service import SCORING_COUNTERS, SCORING_PREFIX, ScorePayload, ScoringService
 from .deepspeed_config import build_deepspeed_config, inference_config, resolve_precision
 from .deepspeed_optim import DeepSpeedOptimizer
@@ -44,6 +51,18 @@ class ScoringActorSpec:
     payloads_per_step: int
     start_step: int = 0
     checkpoint: str | None = None  # folder to load the trained network and its optimiser from
+    checkpoint_source: str | None = None  # its remote URI (a URI storage), downloaded when this node lacks it
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path (what an actor returns when it cannot write there)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
 
 
 def _free_port() -> int:
@@ -88,6 +107,8 @@ class ScoringHost:
             job.models, job.platform, training.objective, training.gan.num_registers, device,
             job.tracking.tracking_uri,
         )
+        if spec.checkpoint and spec.checkpoint_source:
+            ensure_local(Checkpoint(Path(spec.checkpoint), spec.start_step, spec.checkpoint_source))
         saved = read_state(spec.checkpoint, SCORING_PREFIX) if spec.checkpoint else None
         if saved is not None:
             load_weights(trained, saved)
@@ -125,22 +146,37 @@ class ScoringHost:
     def ping(self) -> int:
         return os.getpid()
 
-    def save_state(self, folder: str | None) -> None:
+    def save_state(self, folder: str | None) -> dict[str, bytes] | None:
         """Write the trained network's weights, AdamW state and counters into checkpoint ``folder``
-        (actor 0 writes; every actor calls: consolidation is collective)."""
+        (actor 0 writes; every actor calls: consolidation is collective). When this node does not see
+        ``folder`` (the caller's node, no shared disk) the files come back to the caller instead."""
         state = consolidate(self.engine)
-        if self.spec.index == 0 and folder is not None:
-            save_state(state, folder, SCORING_PREFIX)
-            counters = {"optimizer": self.role.optimizer.state_dict(), "updated_through": self.service.updated_through}
-            (Path(folder) / SCORING_COUNTERS).write_text(json.dumps(counters))
+        if self.spec.index != 0 or folder is None:
+            return None
+        if not Path(folder).is_dir():
+            with tempfile.TemporaryDirectory() as tmp:
+                self.save_state(tmp)
+                return folder_files(Path(tmp))
+        save_state(state, folder, SCORING_PREFIX)
+        counters = {"optimizer": self.role.optimizer.state_dict(), "updated_through": self.service.updated_through}
+        (Path(folder) / SCORING_COUNTERS).write_text(json.dumps(counters))
+        return None
 
-    def export_network(self, path: str | None) -> None:
+    def export_network(self, path: str | None) -> bytes | None:
         """Write the trained network's full fp32 state dict to ``path`` (actor 0 writes; every actor of
-        the group must call this: ZeRO-3 gathers collectively)."""
+        the group must call this: ZeRO-3 gathers collectively); its bytes come back when this node does
+        not see ``path``'s folder."""
         with self.role.optimizer.full_parameters():
             if self.spec.index == 0 and path is not None:
                 state = {k: v.detach().float().cpu().clone() for k, v in self.engine.module.state_dict().items()}
-                torch.save(state, path)
+                if Path(path).parent.is_dir():
+                    torch.save(state, path)
+                    return None
+                with tempfile.TemporaryDirectory() as tmp:
+                    here = Path(tmp) / Path(path).name  # torch.save names its archive after the file
+                    torch.save(state, here)
+                    return here.read_bytes()
+        return None
 
 
 class ScoringActor(ScoringHost):
@@ -205,7 +241,7 @@ class ScoringGroup:
 
     def __init__(
         self, job: SelfForcingJobConfig, start_step: int = 0, checkpoint: str | None = None,
-        timeout_s: float = 300.0,
+        timeout_s: float = 300.0, checkpoint_source: str | None = None,
     ) -> None:
         import ray
         from ray.util.placement_group import placement_group, remove_placement_group
@@ -239,7 +275,7 @@ class ScoringGroup:
                 name=name, namespace=NAMESPACE, num_cpus=sc.cpus_per_actor, num_gpus=sc.gpus_per_actor,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
                 max_concurrency=64,
-            ).remote(ScoringActorSpec(job, i, payloads, start_step, checkpoint))
+            ).remote(ScoringActorSpec(job, i, payloads, start_step, checkpoint, checkpoint_source))
             for i, name in enumerate(self.names)
         ]
         addr, port = ray.get(self.actors[0].address.remote())
@@ -249,13 +285,18 @@ class ScoringGroup:
         """The group's part of a whole-trainer checkpoint, written into ``folder``."""
         import ray
 
-        ray.get([a.save_state.remote(folder if i == 0 else None) for i, a in enumerate(self.actors)])
+        files = ray.get([a.save_state.remote(folder if i == 0 else None) for i, a in enumerate(self.actors)])[0]
+        if files is not None:  # actor 0 runs on a node that does not see ``folder``
+            write_files(Path(folder), files)
 
     def export_network(self, path: str) -> None:
         """The trained network's weights (critic / discriminator) as a state dict file."""
         import ray
 
-        ray.get([a.export_network.remote(path if i == 0 else None) for i, a in enumerate(self.actors)])
+        data = ray.get([a.export_network.remote(path if i == 0 else None) for i, a in enumerate(self.actors)])[0]
+        if data is not None:  # actor 0 runs on a node that does not see ``path``'s folder
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(data)
 
     def pids(self) -> list[int]:
         import ray

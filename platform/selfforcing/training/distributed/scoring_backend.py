@@ -28,7 +28,9 @@ class RayScoring:
 
         names = None
         if ctx.collective.rank == 0:
-            self.group = ScoringGroup(self.job, start_step, str(ctx.resumed.path) if ctx.resumed else None)
+            resumed = ctx.resumed
+            self.group = ScoringGroup(self.job, start_step, str(resumed.path) if resumed else None,
+                                      checkpoint_source=resumed.source if resumed else None)
             names = self.group.names
             for i, pid in enumerate(self.group.pids()):
                 (ctx.output_dir / PIDS_DIR / f"scoring_{i}.pid").write_text(str(pid))
