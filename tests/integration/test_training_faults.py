@@ -43,10 +43,16 @@ def _max_diff(a, b) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+def _on_uri(tmp: Path, node: str) -> tuple[str, str]:
+    """A run on a file:// storage (pyarrow's filesystem interface, as s3:// or gs://) with its own node folder."""
+    return f"run.storage_path=file://{tmp / 'bucket'}", f"run.local_dir={tmp / node}"
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(ray_session, tmp_path_factory):
+    """The reference run, on a URI storage, keeping every checkpoint (the elastic test resumes from one)."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    outcome = run_self_forcing(_job(tmp, "uninterrupted"))
+    outcome = run_self_forcing(_job(tmp, "uninterrupted", *_on_uri(tmp, "node"), "checkpoint.num_to_keep=10"))
     return tmp, outcome
 
 
@@ -103,33 +109,29 @@ def test_killed_worker_then_killed_critic_resume_and_match_an_uninterrupted_run(
 
 
 def test_elastic_resume_on_one_worker_at_zero3_on_a_new_node(uninterrupted, tmp_path):
-    """Saved by 2 workers at ZeRO-2 after 4 steps; resumed by 1 worker at ZeRO-3 accumulating 2
-    micro-batches (the same global batch): the weights of the uninterrupted 2-worker run. The storage is
-    a file:// URI (pyarrow's filesystem interface, as s3:// or gs://) and the local working folder is
-    deleted in between, as on another cluster: every process takes the checkpoint, the records and the
-    MLflow run from the remote folder."""
-    import shutil
-
-    storage = (f"run.storage_path=file://{tmp_path / 'bucket'}", f"run.local_dir={tmp_path / 'node'}")
-    first = run_self_forcing(_job(tmp_path, "elastic", *storage, "checkpoint.every_n_steps=0"), max_steps=4)
-    assert first.steps == 4 and first.output_dir.is_relative_to(tmp_path / "node")
-    shutil.rmtree(tmp_path / "node")
+    """The reference run's step-4 checkpoint, saved by 2 workers at ZeRO-2, resumed by 1 worker at ZeRO-3
+    accumulating 2 micro-batches (the same global batch) on a node that has none of its files: every
+    process takes the checkpoint from the URI storage, and the run ends with the reference's weights."""
+    tmp, reference_run = uninterrupted
+    source = f"file://{tmp / 'bucket' / 'uninterrupted' / CHECKPOINT_DIR / 'step_00000004'}"
+    assert (tmp / "bucket" / "uninterrupted" / CHECKPOINT_DIR / "step_00000004" / COMPLETE).exists()
     resumed = run_self_forcing(_job(
-        tmp_path, "elastic", *storage, "scaling.num_workers=1", "scaling.zero_stage=3", "scoring.zero_stage=3",
+        tmp_path, "elastic", *_on_uri(tmp_path, "new-node"), f"checkpoint.resume_from={source}",
+        "scaling.num_workers=1", "scaling.zero_stage=3", "scoring.zero_stage=3",
         "scaling.gradient_accumulation_steps=2", "scaling.cpus_per_worker=1", "checkpoint.every_n_steps=0",
     ))
+    assert resumed.output_dir.is_relative_to(tmp_path / "new-node")
     attempts = [json.loads(line) for line in (resumed.output_dir / ATTEMPTS_FILE).read_text().splitlines()]
-    assert resumed.steps == STEPS and [a["resumed_from"] for a in attempts] == [None, 4]
-    reference, final = _final(uninterrupted[1].output_dir), _final(resumed.output_dir)
+    assert resumed.steps == STEPS and [a["resumed_from"] for a in attempts] == [4]
+    reference, final = _final(reference_run.output_dir), _final(resumed.output_dir)
     for name in ("generator", "ema", "scoring"):
         assert _max_diff(final[name], reference[name]) < 1e-4, name
-    assert resumed.run_id == first.run_id  # the same MLflow run continues
     assert (tmp_path / "bucket" / "elastic" / CHECKPOINT_DIR / f"step_{STEPS:08d}" / COMPLETE).exists()
 
 
 def test_rerunning_a_finished_job_only_reports(uninterrupted, capsys):
     tmp, outcome = uninterrupted
-    again = run_self_forcing(_job(tmp, "uninterrupted"))
+    again = run_self_forcing(_job(tmp, "uninterrupted", *_on_uri(tmp, "another-node")))  # pulls its records
     assert again.already_finished and again.steps == STEPS and again.run_id == outcome.run_id
     assert "already finished" in capsys.readouterr().out
 
