@@ -37,6 +37,9 @@ def ray_head(tmp_path):
     gcs, dash, agent, agent_grpc, metrics, runtime_env, client = _free_ports(7)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # `ray start --block` drains its node for up to 30 s on SIGTERM (for Serve proxies behind a load
+    # balancer); this head serves nothing, so it stops at once.
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     # The job's `python` must be this environment's, as on a cluster whose image has the dependencies.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     # Its own temp dir: a bare `ray.init()` elsewhere on this machine must not attach to this head.
