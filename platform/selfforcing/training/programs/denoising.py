@@ -30,10 +30,9 @@ from ..batches import BatchSource, LatentsSource, RandomSource, ToyWorldSource
 from ..ema import EMA
 from ..local import TrainState
 from ..loop import LoopContext, TrainedNetwork
-from ..networks import load_network
 from ..reporting import write_sample_video, write_teacher_video
 from ..supervised_config import TeacherJobConfig
-from .supervised import SupervisedSteps
+from .supervised import SupervisedProgram
 
 NOISE_STREAM = 22  # sample_seed stream of the per-sample draws (caption dropout, t, noise)
 METRIC = {"flow_matching": "fm_loss", "teacher_forcing": "tf_loss", "diffusion_forcing": "df_loss"}
@@ -83,24 +82,16 @@ def denoising_draws(
     return t.to(x0.device), noise, (torch.cat(masks).to(x0.device) if masks else None)
 
 
-class DenoisingProgram:
+class DenoisingProgram(SupervisedProgram):
     """Flow-matching steps of a teacher (or a causal baseline) on a video source."""
 
     kind = "teacher"
 
-    def __init__(self, job: TeacherJobConfig) -> None:
-        self.job = job
-        self.optim, self.ema = job.training.optim, job.training.ema
-        sched = job.platform.schedule
-        self.schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
-
-    def build_network(self, device: torch.device) -> nn.Module:
-        return load_network(self.job.models.init, self.job.platform, device, self.job.tracking.tracking_uri)
+    job: TeacherJobConfig
 
     def start(self, ctx: LoopContext, net: TrainedNetwork, ema: EMA, state: TrainState) -> None:
-        t = self.job.training
-        self.net, self.device, self.source = net, ctx.device, denoising_source(self.job)
-        self.steps = SupervisedSteps(net, ema, state, ctx.layout, self.loss, t.optim.lr, t.lr_schedule, t.max_steps)
+        self.source = denoising_source(self.job)
+        self.start_steps(ctx, net, ema, state)
 
     def model_kwargs(self) -> dict:
         """Bidirectional for the teacher; block-causal (the generator's chunking and window) otherwise."""
@@ -125,23 +116,8 @@ class DenoisingProgram:
                                   **self.model_kwargs())
         return loss, {METRIC[t.loss]: float(loss.detach())}
 
-    def train_step(self) -> list[dict[str, float]]:
-        return self.steps.train_step()
-
-    def flush(self) -> list[dict[str, float]]:
-        return []
-
-    def save_state(self, folder: Path | None) -> None:
-        return None
-
-    def finish(self, folder: Path | None) -> None:
-        return None
-
     def sample_video(self, model: nn.Module, platform: PlatformConfig, path: Path) -> Path | None:
         batch = self.source.batch(0, [0])
         if self.job.training.loss == "flow_matching":
             return write_teacher_video(model, platform, batch.text, batch.negative_text, path)
         return write_sample_video(model, platform, batch.text, path)
-
-    def close(self) -> None:
-        return None

@@ -16,17 +16,15 @@ import torch
 from torch import nn
 
 from ...config import PlatformConfig
-from ...diffusion.schedule import FlowMatchSchedule
 from ...forcing import sample_generators
 from ...objectives.ode_regression import draw_state_indices, ode_regression_loss
 from ..batches import SampleOrder, _check_text_dims, _pad_text
 from ..ema import EMA
 from ..local import TrainState
 from ..loop import LoopContext, TrainedNetwork
-from ..networks import load_network
 from ..reporting import write_sample_video
 from ..supervised_config import ODEInitJobConfig
-from .supervised import SupervisedSteps
+from .supervised import SupervisedProgram
 
 STATE_STREAM = 23  # sample_seed stream of the per-sample state draws
 
@@ -67,25 +65,17 @@ class TrajectorySource:
         return b
 
 
-class ODEInitProgram:
+class ODEInitProgram(SupervisedProgram):
     """Regression steps of the causal student on teacher trajectories."""
 
     kind = "ode_init"
 
-    def __init__(self, job: ODEInitJobConfig) -> None:
-        self.job = job
-        self.optim, self.ema = job.training.optim, job.training.ema
-        sched = job.platform.schedule
-        self.schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
-
-    def build_network(self, device: torch.device) -> nn.Module:
-        return load_network(self.job.models.init, self.job.platform, device, self.job.tracking.tracking_uri)
+    job: ODEInitJobConfig
 
     def start(self, ctx: LoopContext, net: TrainedNetwork, ema: EMA, state: TrainState) -> None:
         t = self.job.training
-        self.net = net
         self.source = TrajectorySource(self.job.platform, self.job.data.path, t.batch_size, self.job.data.seed)
-        self.steps = SupervisedSteps(net, ema, state, ctx.layout, self.loss, t.optim.lr, t.lr_schedule, t.max_steps)
+        self.start_steps(ctx, net, ema, state)
 
     def loss(self, step: int, sample_ids: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
         t, platform = self.job.training, self.job.platform
@@ -102,20 +92,5 @@ class ODEInitProgram:
         )
         return loss, metrics
 
-    def train_step(self) -> list[dict[str, float]]:
-        return self.steps.train_step()
-
-    def flush(self) -> list[dict[str, float]]:
-        return []
-
-    def save_state(self, folder: Path | None) -> None:
-        return None
-
-    def finish(self, folder: Path | None) -> None:
-        return None
-
     def sample_video(self, model: nn.Module, platform: PlatformConfig, path: Path) -> Path | None:
         return write_sample_video(model, platform, self.source.batch(0, [0]).text, path)
-
-    def close(self) -> None:
-        return None

@@ -13,12 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
+from torch import nn
 
+from ...diffusion.schedule import FlowMatchSchedule
 from ..ema import EMA
 from ..local import TrainState
-from ..loop import TrainedNetwork
+from ..loop import LoopContext, TrainedNetwork
+from ..networks import load_network
 from ..supervised_config import LRSchedule
 from ..worker import BatchLayout
 
@@ -69,3 +73,41 @@ class SupervisedSteps:
 
     def flush(self) -> list[dict[str, float]]:
         return []
+
+
+class SupervisedProgram:
+    """What the teacher and ODE-init programs share: the network from ``models.init``, the flow-matching
+    schedule, one ``SupervisedSteps`` per rank over the program's ``loss``, and no state of their own
+    beside the network (nothing to flush, save, finish or close)."""
+
+    def __init__(self, job) -> None:
+        self.job = job
+        self.optim, self.ema = job.training.optim, job.training.ema
+        sched = job.platform.schedule
+        self.schedule = FlowMatchSchedule(sched.num_train_timesteps, sched.shift)
+
+    def build_network(self, device: torch.device) -> nn.Module:
+        return load_network(self.job.models.init, self.job.platform, device, self.job.tracking.tracking_uri)
+
+    def start_steps(self, ctx: LoopContext, net: TrainedNetwork, ema: EMA, state: TrainState) -> None:
+        t = self.job.training
+        self.net = net
+        self.steps = SupervisedSteps(net, ema, state, ctx.layout, self.loss, t.optim.lr, t.lr_schedule, t.max_steps)
+
+    def loss(self, step: int, sample_ids: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def train_step(self) -> list[dict[str, float]]:
+        return self.steps.train_step()
+
+    def flush(self) -> list[dict[str, float]]:
+        return []
+
+    def save_state(self, folder: Path | None) -> None:
+        return None
+
+    def finish(self, folder: Path | None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
